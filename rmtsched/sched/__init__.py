@@ -1,0 +1,40 @@
+"""The scheduling layer: cell DAGs, the schedule IR, schedulers and the validator.
+
+Nothing here imports ``rmtsched.sim`` or ``rmtsched.backends``: a schedule is plain data that both of
+those interpret.
+"""
+
+from rmtsched.sched.dag import (
+    Cell,
+    CellGraph,
+    DependencyRule,
+    GlobalMemoryRule,
+    LayerLocalRule,
+    build_cell_graph,
+    get_rule,
+    split_segments,
+)
+from rmtsched.sched.registry import available_schedulers, get_scheduler, make_schedule, register_scheduler
+from rmtsched.sched.schedule import Schedule, SchedulerOptions, Step, Transfer, render_grid
+from rmtsched.sched.validate import validate
+
+__all__ = [
+    "Cell",
+    "CellGraph",
+    "DependencyRule",
+    "GlobalMemoryRule",
+    "LayerLocalRule",
+    "Schedule",
+    "SchedulerOptions",
+    "Step",
+    "Transfer",
+    "available_schedulers",
+    "build_cell_graph",
+    "get_rule",
+    "get_scheduler",
+    "make_schedule",
+    "register_scheduler",
+    "render_grid",
+    "split_segments",
+    "validate",
+]

@@ -1,0 +1,175 @@
+"""The schedule IR: an ordered list of steps (cells run together on one device) plus transfers.
+
+A schedule is plain, immutable data. The simulator and the executors are two interpreters of it;
+JSON is its exchange format, so a person can hand-write one and ``validate`` it against a graph.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rmtsched.errors import ScheduleError
+from rmtsched.sched.dag import Cell, CellGraph
+
+
+@dataclass(frozen=True)
+class Step:
+    """Cells that run together in one batched call on ``device``."""
+
+    cells: tuple[Cell, ...]
+    device: int = 0
+
+    @property
+    def width(self) -> int:
+        return len(self.cells)
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """The output of ``cell`` (its segment's hidden states) moves from ``src_device`` to ``dst_device``.
+
+    A multi-device schedule needs one for every edge whose endpoints run on different devices; it can
+    start once ``cell`` has run and must finish before the consumer starts.
+    """
+
+    cell: Cell
+    src_device: int
+    dst_device: int
+
+
+@dataclass(frozen=True)
+class SchedulerOptions:
+    """Options every scheduler receives; each uses the ones that apply and refuses ones it cannot honour.
+
+    ``layer_costs`` (relative cost of one cell of each layer) lets a pipelined scheduler balance stages.
+    """
+
+    max_width: int | None = None
+    num_devices: int = 1
+    layer_costs: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_width is not None and (not isinstance(self.max_width, int) or self.max_width <= 0):
+            raise ScheduleError(f"max_width must be a positive integer or None, got {self.max_width!r}")
+        if not isinstance(self.num_devices, int) or self.num_devices <= 0:
+            raise ScheduleError(f"number of devices must be a positive integer, got {self.num_devices!r}")
+        if self.layer_costs is not None and any(cost <= 0 for cost in self.layer_costs):
+            raise ScheduleError(f"layer_costs must all be positive, got {self.layer_costs!r}")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """An ordered list of steps; the order is a valid global order of issue across devices."""
+
+    steps: tuple[Step, ...]
+    transfers: tuple[Transfer, ...] = ()
+    scheduler: str = "custom"
+    num_devices: int = 1
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.steps)
+
+    @property
+    def num_cells(self) -> int:
+        return sum(step.width for step in self.steps)
+
+    @property
+    def max_width(self) -> int:
+        return max((step.width for step in self.steps), default=0)
+
+    def cells(self) -> Iterable[Cell]:
+        for step in self.steps:
+            yield from step.cells
+
+    # -- JSON ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scheduler": self.scheduler,
+            "num_devices": self.num_devices,
+            "num_steps": self.num_steps,
+            "options": dict(self.options),
+            "steps": [[[cell.layer, cell.segment] for cell in step.cells] for step in self.steps],
+            "step_devices": [step.device for step in self.steps],
+            "transfers": [
+                {"cell": [t.cell.layer, t.cell.segment], "src": t.src_device, "dst": t.dst_device}
+                for t in self.transfers
+            ],
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Schedule:
+        """Parse a schedule; only ``steps`` is required (all on device 0 when ``step_devices`` is absent)."""
+        if not isinstance(data, Mapping) or "steps" not in data:
+            raise ScheduleError("a schedule must be a JSON object with a 'steps' list")
+        raw_steps = data["steps"]
+        devices = data.get("step_devices") or [0] * len(raw_steps)
+        if len(devices) != len(raw_steps):
+            raise ScheduleError(f"step_devices has {len(devices)} entries for {len(raw_steps)} steps")
+        steps = tuple(
+            Step(tuple(_parse_cell(cell, f"steps[{i}]") for cell in raw), int(device))
+            for i, (raw, device) in enumerate(zip(raw_steps, devices, strict=True))
+        )
+        transfers = tuple(
+            Transfer(_parse_cell(t.get("cell"), f"transfers[{i}]"), int(t["src"]), int(t["dst"]))
+            for i, t in enumerate(data.get("transfers", ()))
+        )
+        num_devices = int(data.get("num_devices", 1 + max((s.device for s in steps), default=0)))
+        return cls(steps, transfers, str(data.get("scheduler", "custom")), num_devices, dict(data.get("options", {})))
+
+    @classmethod
+    def from_json(cls, text: str) -> Schedule:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ScheduleError(f"schedule is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+
+def _parse_cell(raw: Any, where: str) -> Cell:
+    if (
+        not isinstance(raw, Sequence)
+        or len(raw) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw)
+    ):
+        raise ScheduleError(f"{where}: {raw!r} is not a cell: expected [layer, segment] integers")
+    return Cell(raw[0], raw[1])
+
+
+def render_grid(schedule: Schedule, graph: CellGraph, max_segments: int = 48) -> str:
+    """The schedule as an L x S grid of step numbers (layer rows top to bottom), so the wavefront shows.
+
+    Grids wider than ``max_segments`` show the first segments only. Cells not in the schedule show '.'.
+    """
+    step_of: dict[Cell, int] = {}
+    device_of: dict[Cell, int] = {}
+    for index, step in enumerate(schedule.steps):
+        for cell in step.cells:
+            step_of[cell] = index
+            device_of[cell] = step.device
+    shown = min(graph.num_segments, max_segments)
+    width = max(len(str(schedule.num_steps)), len(str(shown - 1)))
+    multi_device = schedule.num_devices > 1
+    header = "layer\\seg " + " ".join(f"{s:>{width}}" for s in range(shown))
+    lines = [header]
+    for layer in range(graph.num_layers - 1, -1, -1):
+        row = [
+            f"{step_of[Cell(layer, s)]:>{width}}" if Cell(layer, s) in step_of else f"{'.':>{width}}"
+            for s in range(shown)
+        ]
+        suffix = f"  (device {device_of.get(Cell(layer, 0), 0)})" if multi_device else ""
+        lines.append(f"{layer:>9} " + " ".join(row) + suffix)
+    if shown < graph.num_segments:
+        lines.append(f"... {graph.num_segments - shown} more segments not shown")
+    lines.append(
+        f"{schedule.scheduler}: {schedule.num_steps} steps, {schedule.num_cells} cells, "
+        f"max width {schedule.max_width}, {schedule.num_devices} device(s)"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""The model spec: sizes of a LLaMA-style recurrent memory transformer (ARMT or RMT).
+
+The same frozen dataclass is costed by ``rmtsched.sim`` and built by ``rmtsched.backends``, so a
+simulated model and a real one can never disagree about shapes. Presets follow the design notes'
+LLaMA sizes; ``load_model_spec`` takes a preset name or a JSON file with these fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rmtsched.errors import SpecError
+
+FAMILY_RULES = {"armt": "layer_local", "rmt": "global_memory"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Shapes of an ARMT/RMT model.
+
+    ``family`` picks the memory: ``armt`` gives every layer an associative memory (A_l, z_l) and M
+    write-memory tokens appended to each segment (layer-local DAG); ``rmt`` carries M memory tokens
+    from the last layer of segment s-1 into layer 0 of segment s, read at the front of the segment and
+    written at its end (T + 2M tokens per cell, global-memory DAG). ``mem_key_dim`` is ARMT's d_mem:
+    keys are projected to it and DPFP-nu lifts them to ``phi_dim = 2 * nu * mem_key_dim``.
+    """
+
+    name: str
+    family: str
+    num_layers: int
+    d_model: int
+    num_heads: int
+    num_kv_heads: int
+    mlp_dim: int
+    vocab_size: int
+    segment_len: int
+    mem_tokens: int
+    mem_key_dim: int = 64
+    dpfp_nu: int = 3
+    dtype_bytes: int = 2
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILY_RULES:
+            raise SpecError(f"model {self.name!r}: family {self.family!r} is not one of {sorted(FAMILY_RULES)}")
+        positive = ("num_layers", "d_model", "num_heads", "num_kv_heads", "mlp_dim", "vocab_size", "segment_len")
+        for field_name in (*positive, "mem_key_dim", "dpfp_nu", "dtype_bytes"):
+            value = getattr(self, field_name)
+            if not isinstance(value, int) or value <= 0:
+                raise SpecError(f"model {self.name!r}: {field_name} must be a positive integer, got {value!r}")
+        if not isinstance(self.mem_tokens, int) or self.mem_tokens < 0:
+            raise SpecError(f"model {self.name!r}: mem_tokens must be a non-negative integer, got {self.mem_tokens!r}")
+        if self.d_model % self.num_heads:
+            raise SpecError(
+                f"model {self.name!r}: d_model {self.d_model} is not divisible by num_heads {self.num_heads}"
+            )
+        if self.num_heads % self.num_kv_heads:
+            raise SpecError(
+                f"model {self.name!r}: num_heads {self.num_heads} is not a multiple of num_kv_heads "
+                f"{self.num_kv_heads}"
+            )
+        if self.head_dim % 2:
+            raise SpecError(f"model {self.name!r}: head_dim {self.head_dim} must be even for rotary embeddings")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    @property
+    def phi_dim(self) -> int:
+        """Size of the DPFP feature map phi(k): 2 * nu * d_mem."""
+        return 2 * self.dpfp_nu * self.mem_key_dim
+
+    @property
+    def dependency_rule(self) -> str:
+        return FAMILY_RULES[self.family]
+
+    def tokens_per_cell(self, segment_tokens: int) -> int:
+        """Tokens one layer attends over for a segment of ``segment_tokens`` input tokens."""
+        extra = self.mem_tokens if self.family == "armt" else 2 * self.mem_tokens
+        return segment_tokens + extra
+
+    def replace(self, **changes: Any) -> ModelSpec:
+        """A copy with some fields changed (e.g. ``segment_len`` or ``mem_tokens`` from the CLI)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise SpecError(f"unknown model spec field(s) {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise SpecError(f"unknown model spec field(s) {sorted(unknown)}; expected some of {sorted(names)}")
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        missing = required - set(data)
+        if missing:
+            raise SpecError(f"model spec is missing field(s) {sorted(missing)}")
+        return cls(**data)
+
+
+_PRESETS: dict[str, ModelSpec] = {}
+
+
+def register_model_spec(spec: ModelSpec) -> ModelSpec:
+    """Make ``spec`` available by its name to ``load_model_spec`` and the CLI."""
+    _PRESETS[spec.name] = spec
+    return spec
+
+
+def available_model_specs() -> list[str]:
+    return sorted(_PRESETS)
+
+
+def load_model_spec(name_or_path: str | Path) -> ModelSpec:
+    """A preset by name, or a spec from a JSON file of ``ModelSpec`` fields."""
+    if str(name_or_path) in _PRESETS:
+        return _PRESETS[str(name_or_path)]
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise SpecError(
+            f"unknown model {str(name_or_path)!r}: expected a JSON file or one of {available_model_specs()}"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"model spec file {str(path)!r} is not valid JSON: {exc}") from exc
+    data.setdefault("name", path.stem)
+    return ModelSpec.from_dict(data)
+
+
+# Test and CPU-benchmark sizes.
+_TINY = dict(num_layers=4, d_model=64, num_heads=4, num_kv_heads=2, mlp_dim=256, vocab_size=1024,
+             segment_len=64, mem_tokens=8, mem_key_dim=16, dtype_bytes=4)
+_SMALL = dict(num_layers=16, d_model=128, num_heads=4, num_kv_heads=4, mlp_dim=512, vocab_size=4096,
+              segment_len=64, mem_tokens=16, mem_key_dim=32, dtype_bytes=4)
+# LLaMA-family sizes from the design notes (section 4); T = 1024, M = 16, d_mem = 64 are our defaults.
+_LLAMA = {
+    "llama-160m": dict(num_layers=12, d_model=768, num_heads=12, num_kv_heads=12, mlp_dim=3072, vocab_size=32000),
+    "llama-1b": dict(num_layers=16, d_model=2048, num_heads=32, num_kv_heads=8, mlp_dim=8192, vocab_size=128256,
+                     rope_theta=500000.0),
+    "llama-3b": dict(num_layers=28, d_model=3072, num_heads=24, num_kv_heads=8, mlp_dim=8192, vocab_size=128256,
+                     rope_theta=500000.0),
+    "llama-8b": dict(num_layers=32, d_model=4096, num_heads=32, num_kv_heads=8, mlp_dim=14336, vocab_size=128256,
+                     rope_theta=500000.0),
+}
+
+for _family in FAMILY_RULES:
+    register_model_spec(ModelSpec(name=f"{_family}-tiny", family=_family, **_TINY))
+    register_model_spec(ModelSpec(name=f"{_family}-small", family=_family, **_SMALL))
+    for _suffix, _sizes in _LLAMA.items():
+        register_model_spec(
+            ModelSpec(name=f"{_family}-{_suffix}", family=_family, segment_len=1024, mem_tokens=16, **_sizes)
+        )
