@@ -1,0 +1,1 @@
+"""Execution backends: interpreters that run a schedule on real hardware (PyTorch today)."""

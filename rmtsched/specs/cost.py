@@ -1,0 +1,26 @@
+"""The work of one cell, kernel by kernel: the contract between a model and the cost simulator.
+
+A model (built-in ARMT/RMT or a plug-in) describes a cell on ``tokens`` tokens as a list of
+``KernelWork``; the simulator turns that into time with a roofline per kernel, one launch per kernel
+per step, and weights read once per layer of a step. Nothing here knows about hardware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KernelWork:
+    """One kernel of one cell: floating-point work and bytes moved.
+
+    ``weight_bytes`` are the layer's parameters the kernel reads (read once per layer per step, however
+    many tokens); ``activation_bytes`` are inputs/outputs/state the kernel reads and writes for this cell.
+    ``matmul`` marks tensor-core work (peak matmul FLOP/s applies) versus elementwise/reduction work.
+    """
+
+    name: str
+    flops: float
+    weight_bytes: float = 0.0
+    activation_bytes: float = 0.0
+    matmul: bool = True
