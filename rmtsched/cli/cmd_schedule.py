@@ -6,14 +6,21 @@ import argparse
 import json
 
 from rmtsched.cli.args import positive_int
-from rmtsched.sched import available_schedulers, build_cell_graph, make_schedule, render_grid, validate
+from rmtsched.sched import (
+    available_rules,
+    available_schedulers,
+    build_cell_graph,
+    make_schedule,
+    render_grid,
+    validate,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("schedule", help="build and show a schedule for an L x S grid")
     parser.add_argument("--layers", type=positive_int, required=True)
     parser.add_argument("--segments", type=positive_int, required=True)
-    parser.add_argument("--rule", choices=["layer_local", "global_memory"], default="layer_local")
+    parser.add_argument("--rule", choices=available_rules(), default="layer_local", help="dependency rule")
     parser.add_argument("--scheduler", default="diagonal", help=f"one of {available_schedulers()}")
     parser.add_argument("--devices", type=positive_int, default=1)
     parser.add_argument("--max-width", type=positive_int, default=None)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import networkx as nx
+import numpy as np
 
 from rmtsched.errors import GraphError
+from rmtsched.sched._gc import builds_bulk
 
 
 class Cell(NamedTuple):
@@ -39,6 +42,8 @@ class DependencyRule(Protocol):
 
     ``acyclic_by_construction`` lets the graph skip the cycle check for rules whose edges provably go
     forward; ``level`` (optional, may return None) is a closed form for the cell's ASAP wave index.
+    A rule may also define ``edge_arrays(num_layers, num_segments)`` returning every edge as two arrays
+    of flat cell indices (see ``CellGraph.edge_index``), so whole-grid checks never touch a Python cell.
     """
 
     name: str
@@ -71,6 +76,12 @@ class LayerLocalRule:
     def level(self, cell: Cell, num_layers: int, num_segments: int) -> int | None:
         return cell.layer + cell.segment
 
+    def edge_arrays(self, num_layers: int, num_segments: int) -> tuple[np.ndarray, np.ndarray]:
+        index = _index_grid(num_layers, num_segments)
+        sources = np.concatenate([index[:, :-1].ravel(), index[:-1, :].ravel()])
+        targets = np.concatenate([index[:, 1:].ravel(), index[1:, :].ravel()])
+        return sources, targets
+
 
 @dataclass(frozen=True)
 class GlobalMemoryRule:
@@ -92,6 +103,21 @@ class GlobalMemoryRule:
     def level(self, cell: Cell, num_layers: int, num_segments: int) -> int | None:
         return cell.segment * num_layers + cell.layer
 
+    def edge_arrays(self, num_layers: int, num_segments: int) -> tuple[np.ndarray, np.ndarray]:
+        sources, targets = LayerLocalRule().edge_arrays(num_layers, num_segments)
+        if num_layers == 1:
+            return sources, targets
+        index = _index_grid(num_layers, num_segments)
+        return (
+            np.concatenate([sources, index[:-1, num_layers - 1]]),
+            np.concatenate([targets, index[1:, 0]]),
+        )
+
+
+def _index_grid(num_layers: int, num_segments: int) -> np.ndarray:
+    """Flat cell indices as an S x L array: row s, column l holds s * L + l (segment-major)."""
+    return np.arange(num_layers * num_segments, dtype=np.int64).reshape(num_segments, num_layers)
+
 
 @dataclass(frozen=True)
 class CallableRule:
@@ -102,7 +128,14 @@ class CallableRule:
     acyclic_by_construction: bool = False
 
     def predecessors(self, cell: Cell, num_layers: int, num_segments: int) -> tuple[Cell, ...]:
-        return tuple(Cell(*pred) for pred in self.function(cell, num_layers, num_segments))
+        preds = self.function(cell, num_layers, num_segments)
+        try:
+            return tuple(Cell(*pred) for pred in preds)
+        except TypeError as exc:
+            raise GraphError(
+                f"the rule function gave {preds!r} as the predecessors of {tuple(cell)}: "
+                "expected (layer, segment) pairs"
+            ) from exc
 
     def level(self, cell: Cell, num_layers: int, num_segments: int) -> int | None:
         return None
@@ -137,6 +170,11 @@ _NAMED_RULES: dict[str, DependencyRule] = {
     "layer_local": LayerLocalRule(),
     "global_memory": GlobalMemoryRule(),
 }
+
+def available_rules() -> list[str]:
+    """Names of the built-in dependency rules (``get_rule`` also takes rule objects, functions and edges)."""
+    return sorted(_NAMED_RULES)
+
 
 RuleLike = str | DependencyRule | Callable[[Cell, int, int], Iterable[Sequence[int]]] | Sequence[tuple]
 
@@ -180,6 +218,7 @@ class CellGraph:
         self._preds: dict[Cell, tuple[Cell, ...]] | None = None
         self._succs: dict[Cell, list[Cell]] | None = None
         self._levels: dict[Cell, int] | None = None
+        self._edge_index: tuple[np.ndarray, np.ndarray] | None = None
         if not self.rule.acyclic_by_construction:
             self._materialise_user_edges()
 
@@ -198,10 +237,15 @@ class CellGraph:
         )
 
     def cells(self) -> Iterator[Cell]:
-        """All cells, segment-major: every layer of segment 0, then segment 1, ..."""
+        """All cells, segment-major: every layer of segment 0, then segment 1, ... (flat index order)."""
+        layers = range(self.num_layers)
+        # tuple.__new__ through map builds each Cell in C, about twice as fast as calling Cell(l, s).
         for segment in range(self.num_segments):
-            for layer in range(self.num_layers):
-                yield Cell(layer, segment)
+            yield from map(tuple.__new__, repeat(Cell), zip(layers, repeat(segment)))
+
+    def cell_index(self, cell: Cell) -> int:
+        """The flat index of ``cell``: segment * L + layer, its position in ``cells()``."""
+        return cell[1] * self.num_layers + cell[0]
 
     def tokens(self, cell: Cell) -> int:
         return self.segment_tokens[cell.segment]
@@ -223,6 +267,24 @@ class CellGraph:
         for target in self.cells():
             for source in self.predecessors(target):
                 yield source, target
+
+    def edge_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every edge as two int64 arrays of flat cell indices (``cell_index``): sources and targets.
+
+        This is the compact form whole-grid checks vectorise over: at 1M cells the 2M edges of a
+        layer-local grid take 32 MB, where the networkx view takes over a gigabyte. Built-in rules give it
+        in closed form; other rules pay one pass over ``edges()``, cached.
+        """
+        if self._edge_index is not None:
+            return self._edge_index
+        edge_arrays = getattr(self.rule, "edge_arrays", None)
+        if callable(edge_arrays):
+            return edge_arrays(self.num_layers, self.num_segments)
+        num_layers = self.num_layers
+        flat = np.fromiter((cell[1] * num_layers + cell[0] for edge in self.edges() for cell in edge), np.int64)
+        pairs = flat.reshape(-1, 2)
+        self._edge_index = (pairs[:, 0].copy(), pairs[:, 1].copy())
+        return self._edge_index
 
     def level(self, cell: Cell) -> int:
         """ASAP wave index: the length of the longest path from a source to ``cell``."""
@@ -253,17 +315,27 @@ class CellGraph:
         return order
 
     # -- networkx view ---------------------------------------------------------------------------
+    @builds_bulk
     def to_networkx(self) -> nx.DiGraph:
-        """The user-facing graph: nodes ``(layer, segment)`` with a ``tokens`` attribute."""
+        """The user-facing graph: nodes ``(layer, segment)`` with a ``tokens`` attribute.
+
+        A view for users and networkx algorithms, not the internal form: at 1M cells it costs seconds and
+        about a gigabyte (bench/README.md), where ``CellGraph`` itself is a few closed-form rules.
+        """
         graph = nx.DiGraph(num_layers=self.num_layers, num_segments=self.num_segments, rule=self.rule.name)
-        for cell in self.cells():
-            graph.add_node(cell, tokens=self.tokens(cell))
+        graph.add_nodes_from((cell, {"tokens": self.segment_tokens[cell[1]]}) for cell in self.cells())
         graph.add_edges_from(self.edges())
         return graph
 
     @classmethod
     def from_networkx(cls, graph: nx.DiGraph, segment_tokens: Sequence[int] | None = None) -> CellGraph:
-        """Wrap a user-built DiGraph whose nodes are exactly the cells of a full L x S grid."""
+        """Wrap a user-built DiGraph whose nodes are exactly the cells of a full L x S grid.
+
+        Segment token counts come from ``segment_tokens`` or else the nodes' ``tokens`` attributes
+        (default 1); edges are checked like any user rule (inside the grid, no cycles).
+        """
+        if not isinstance(graph, nx.Graph) or not graph.is_directed():
+            raise GraphError(f"expected a networkx.DiGraph of cells, got {type(graph).__name__}")
         nodes = list(graph.nodes)
         for node in nodes:
             if not (isinstance(node, tuple) and len(node) == 2 and all(isinstance(v, int) for v in node)):
@@ -272,14 +344,14 @@ class CellGraph:
             raise GraphError("the graph has no cells")
         num_layers = 1 + max(node[0] for node in nodes)
         num_segments = 1 + max(node[1] for node in nodes)
-        if segment_tokens is None:
-            segment_tokens = [1] * num_segments
-            for node, data in graph.nodes(data=True):
-                segment_tokens[node[1]] = data.get("tokens", 1)
         if len(nodes) != num_layers * num_segments or min(min(n) for n in nodes) < 0:
             raise GraphError(
                 f"the graph's {len(nodes)} nodes do not form a full {num_layers} x {num_segments} grid of cells"
             )
+        if segment_tokens is None:
+            segment_tokens = [1] * num_segments
+            for node, data in graph.nodes(data=True):
+                segment_tokens[node[1]] = data.get("tokens", 1)
         return cls(num_layers, segment_tokens, EdgeListRule(graph.edges))
 
     # -- checks ----------------------------------------------------------------------------------
@@ -346,6 +418,7 @@ __all__ = [
     "EdgeListRule",
     "GlobalMemoryRule",
     "LayerLocalRule",
+    "available_rules",
     "build_cell_graph",
     "get_rule",
     "split_segments",

@@ -7,7 +7,7 @@ JSON is its exchange format, so a person can hand-write one and ``validate`` it 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,7 @@ from rmtsched.errors import ScheduleError
 from rmtsched.sched.dag import Cell, CellGraph
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     """Cells that run together in one batched call on ``device``."""
 
@@ -27,7 +27,7 @@ class Step:
         return len(self.cells)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Transfer:
     """The output of ``cell`` (its segment's hidden states) moves from ``src_device`` to ``dst_device``.
 
@@ -106,23 +106,34 @@ class Schedule:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Schedule:
-        """Parse a schedule; only ``steps`` is required (all on device 0 when ``step_devices`` is absent)."""
+        """Parse a schedule; only ``steps`` is required (all on device 0 when ``step_devices`` is absent).
+
+        Every malformed field raises ``ScheduleError`` naming the field, never a bare TypeError/KeyError.
+        """
         if not isinstance(data, Mapping) or "steps" not in data:
             raise ScheduleError("a schedule must be a JSON object with a 'steps' list")
-        raw_steps = data["steps"]
-        devices = data.get("step_devices") or [0] * len(raw_steps)
+        raw_steps = _parse_list(data["steps"], "steps")
+        devices = data.get("step_devices")
+        devices = [0] * len(raw_steps) if devices is None else _parse_list(devices, "step_devices")
         if len(devices) != len(raw_steps):
             raise ScheduleError(f"step_devices has {len(devices)} entries for {len(raw_steps)} steps")
         steps = tuple(
-            Step(tuple(_parse_cell(cell, f"steps[{i}]") for cell in raw), int(device))
+            Step(
+                tuple(_parse_cell(cell, f"steps[{i}]") for cell in _parse_list(raw, f"steps[{i}]")),
+                _parse_int(device, f"step_devices[{i}]"),
+            )
             for i, (raw, device) in enumerate(zip(raw_steps, devices, strict=True))
         )
         transfers = tuple(
-            Transfer(_parse_cell(t.get("cell"), f"transfers[{i}]"), int(t["src"]), int(t["dst"]))
-            for i, t in enumerate(data.get("transfers", ()))
+            _parse_transfer(raw, f"transfers[{i}]")
+            for i, raw in enumerate(_parse_list(data.get("transfers", []), "transfers"))
         )
-        num_devices = int(data.get("num_devices", 1 + max((s.device for s in steps), default=0)))
-        return cls(steps, transfers, str(data.get("scheduler", "custom")), num_devices, dict(data.get("options", {})))
+        default_devices = 1 + max((step.device for step in steps), default=0)
+        num_devices = _parse_int(data.get("num_devices", default_devices), "num_devices")
+        options = data.get("options", {})
+        if not isinstance(options, Mapping):
+            raise ScheduleError(f"options: expected a JSON object, got {options!r}")
+        return cls(steps, transfers, str(data.get("scheduler", "custom")), num_devices, dict(options))
 
     @classmethod
     def from_json(cls, text: str) -> Schedule:
@@ -133,14 +144,36 @@ class Schedule:
         return cls.from_dict(data)
 
 
+def _parse_list(raw: Any, where: str) -> list:
+    if not isinstance(raw, list | tuple):
+        raise ScheduleError(f"{where}: expected a list, got {raw!r}")
+    return list(raw)
+
+
+def _parse_int(raw: Any, where: str) -> int:
+    if not isinstance(raw, int) or isinstance(raw, bool):
+        raise ScheduleError(f"{where}: expected an integer, got {raw!r}")
+    return raw
+
+
 def _parse_cell(raw: Any, where: str) -> Cell:
     if (
-        not isinstance(raw, Sequence)
+        not isinstance(raw, list | tuple)
         or len(raw) != 2
         or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw)
     ):
         raise ScheduleError(f"{where}: {raw!r} is not a cell: expected [layer, segment] integers")
     return Cell(raw[0], raw[1])
+
+
+def _parse_transfer(raw: Any, where: str) -> Transfer:
+    if not isinstance(raw, Mapping) or not {"cell", "src", "dst"} <= raw.keys():
+        raise ScheduleError(f"{where}: expected an object with 'cell', 'src' and 'dst', got {raw!r}")
+    return Transfer(
+        _parse_cell(raw["cell"], f"{where}.cell"),
+        _parse_int(raw["src"], f"{where}.src"),
+        _parse_int(raw["dst"], f"{where}.dst"),
+    )
 
 
 def render_grid(schedule: Schedule, graph: CellGraph, max_segments: int = 48) -> str:

@@ -11,14 +11,16 @@ crosses a stage boundary gets a transfer. With one device it is the sequential s
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 
+import numpy as np
+
 from rmtsched.errors import ScheduleError
+from rmtsched.sched._gc import builds_bulk
 from rmtsched.sched.dag import Cell, CellGraph
 from rmtsched.sched.registry import register_scheduler
 from rmtsched.sched.schedule import Schedule, SchedulerOptions, Step, Transfer
-from rmtsched.sched.schedulers.ordering import segment_major_order
+from rmtsched.sched.schedulers.ordering import predecessor_csr, segment_major_indices
 
 
 def balanced_stages(layer_costs: Sequence[float], num_stages: int) -> list[range]:
@@ -28,8 +30,13 @@ def balanced_stages(layer_costs: Sequence[float], num_stages: int) -> list[range
     optima it prefers earlier stages to be no smaller than later ones.
     """
     num_layers = len(layer_costs)
+    if num_stages <= 0:
+        raise ScheduleError(f"number of pipeline stages must be a positive integer, got {num_stages!r}")
     if num_stages > num_layers:
-        raise ScheduleError(f"cannot split {num_layers} layers into {num_stages} non-empty pipeline stages")
+        raise ScheduleError(
+            f"cannot split {num_layers} layers into {num_stages} non-empty pipeline stages: "
+            f"expected at most {num_layers} devices"
+        )
     prefix = [0.0]
     for cost in layer_costs:
         prefix.append(prefix[-1] + cost)
@@ -52,36 +59,59 @@ def balanced_stages(layer_costs: Sequence[float], num_stages: int) -> list[range
 
 
 @register_scheduler("pipelined")
+@builds_bulk
 def pipelined(graph: CellGraph, options: SchedulerOptions) -> Schedule:
     num_devices = options.num_devices
     costs = options.layer_costs or (1.0,) * graph.num_layers
     if len(costs) != graph.num_layers:
         raise ScheduleError(f"layer_costs has {len(costs)} entries for a graph of {graph.num_layers} layers")
     stages = balanced_stages(costs, num_devices)
-    device_of_layer = [device for device, stage in enumerate(stages) for _ in stage]
-    queues: list[deque[Cell]] = [deque() for _ in range(num_devices)]
-    for cell in segment_major_order(graph):
-        queues[device_of_layer[cell.layer]].append(cell)
-
-    issued: set[Cell] = set()
-    steps: list[Step] = []
-    while any(queues):
-        tick = [
-            queue.popleft()
-            for queue in queues
-            if queue and all(pred in issued for pred in graph.predecessors(queue[0]))
-        ]
-        steps.extend(Step((cell,), device_of_layer[cell.layer]) for cell in tick)
-        issued.update(tick)
-
-    transfers = tuple(
-        dict.fromkeys(
-            Transfer(source, device_of_layer[source.layer], device_of_layer[target.layer])
-            for source, target in graph.edges()
-            if device_of_layer[source.layer] != device_of_layer[target.layer]
-        )
-    )
+    device_of_layer = np.array([device for device, stage in enumerate(stages) for _ in stage], dtype=np.int64)
+    device_of = device_of_layer[np.arange(graph.num_cells) % graph.num_layers]
+    cells = list(graph.cells())
+    steps = [Step((cells[i],), device) for i, device in _issue_order(graph, device_of.tolist(), num_devices)]
     stage_bounds = [[stage.start, stage.stop] for stage in stages]
     return Schedule(
-        tuple(steps), transfers, "pipelined", num_devices, {"num_devices": num_devices, "stages": stage_bounds}
+        tuple(steps),
+        _transfers(graph, device_of, cells),
+        "pipelined",
+        num_devices,
+        {"num_devices": num_devices, "stages": stage_bounds},
     )
+
+
+def _issue_order(graph: CellGraph, device_of: list[int], num_devices: int) -> list[tuple[int, int]]:
+    """The unit-time list simulation: (flat cell index, device) in global issue order.
+
+    Each tick, every device whose next queued cell has all predecessors issued at earlier ticks issues
+    it. Queues follow one shared topological order, so the earliest unissued cell is always ready and
+    every tick makes progress.
+    """
+    queues: list[list[int]] = [[] for _ in range(num_devices)]
+    for i in segment_major_indices(graph):
+        queues[device_of[i]].append(i)
+    offsets, predecessors = predecessor_csr(graph)
+    issued = bytearray(graph.num_cells)
+    heads = [0] * num_devices
+    order: list[tuple[int, int]] = []
+    while len(order) < graph.num_cells:
+        tick = []
+        for device, queue in enumerate(queues):
+            if heads[device] < len(queue):
+                i = queue[heads[device]]
+                if all(issued[j] for j in predecessors[offsets[i] : offsets[i + 1]]):
+                    tick.append((i, device))
+                    heads[device] += 1
+        for i, _ in tick:
+            issued[i] = 1
+        order.extend(tick)
+    return order
+
+
+def _transfers(graph: CellGraph, device_of: np.ndarray, cells: list[Cell]) -> tuple[Transfer, ...]:
+    """One transfer per (producer cell, consumer device) across a stage boundary, by cell then device."""
+    sources, targets = graph.edge_index()
+    crossing = device_of[sources] != device_of[targets]
+    pairs = np.unique(np.stack([sources[crossing], device_of[targets[crossing]]], axis=1), axis=0)
+    source_devices = device_of.tolist()
+    return tuple(Transfer(cells[i], source_devices[i], dst) for i, dst in pairs.tolist())

@@ -4,6 +4,7 @@ This is how a recurrent memory transformer runs naively, and the reference every
 must reproduce bit for bit.
 """
 
+from rmtsched.sched._gc import builds_bulk
 from rmtsched.sched.dag import CellGraph
 from rmtsched.sched.registry import register_scheduler
 from rmtsched.sched.schedule import Schedule, SchedulerOptions, Step
@@ -11,6 +12,7 @@ from rmtsched.sched.schedulers.ordering import require_single_device, segment_ma
 
 
 @register_scheduler("sequential")
+@builds_bulk
 def sequential(graph: CellGraph, options: SchedulerOptions) -> Schedule:
     """S * L steps of width one in a segment-major topological order (``max_width`` is irrelevant)."""
     require_single_device("sequential", options)
