@@ -1,0 +1,127 @@
+"""The cost model: time of a kernel, a cell and a batched step on one device, and a step's memory.
+
+A kernel takes ``launch + max(compute, memory)`` with the saturating efficiency of ``HardwareSpec``.
+A step of width w runs every kernel once for all its cells: FLOPs and activation bytes add up over the
+cells, each distinct layer's weights are read once, and the launch and efficiency ramp are paid once,
+so ``step([c]) == cell(c)`` and ``step(w cells) < w * cell`` whenever launches or ramps cost anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from rmtsched.sched import Cell
+from rmtsched.sim.workload import Workload
+from rmtsched.specs.cost import KernelWork
+from rmtsched.specs.hardware import HardwareSpec
+
+
+class StepProfile(NamedTuple):
+    """One step as the engines need it: its time and how it changes its device's memory.
+
+    ``running_bytes`` is held while the step runs (each cell's largest kernel working set, plus the
+    embeddings of layer-0 cells); ``consumed_bytes`` are input hidden states freed when it ends;
+    ``produced_bytes`` are output hidden states allocated when it ends (none for the last layer).
+    """
+
+    duration_s: float
+    running_bytes: float
+    consumed_bytes: float
+    produced_bytes: float
+
+
+# (tokens, is_layer_0, is_last_layer) of each cell in a step, sorted; plus the number of distinct layers.
+StepKey = tuple[tuple[tuple[int, bool, bool], ...], int]
+
+
+class CostModel:
+    """Costs cells and steps of ``workload`` on ``hardware``; results are cached per distinct shape."""
+
+    def __init__(self, workload: Workload, hardware: HardwareSpec):
+        self.workload = workload
+        self.hardware = hardware
+        self._matmul_peak = hardware.matmul_peak_flops_per_s(workload.dtype_bytes)
+        self._kernels: dict[int, list[tuple[tuple[str, int], KernelWork]]] = {}
+        self._steps: dict[StepKey, StepProfile] = {}
+
+    # -- kernels ---------------------------------------------------------------------------------
+    def kernel_time_s(self, flops: float, num_bytes: float, matmul: bool) -> float:
+        """Roofline with efficiency ramps: launch + max((F + F_half) / (eta peak), (B + B_half) / (eta BW))."""
+        hw = self.hardware
+        if matmul:
+            compute = (flops + hw.matmul_half_flops) / (hw.matmul_efficiency * self._matmul_peak)
+        else:
+            compute = flops / (hw.vector_efficiency * hw.vector_flops_per_s)
+        memory = (num_bytes + hw.memory_half_bytes) / (hw.memory_efficiency * hw.memory_bandwidth_bytes_per_s)
+        return hw.launch_overhead_s + max(compute, memory)
+
+    def kernels(self, tokens: int) -> list[tuple[tuple[str, int], KernelWork]]:
+        """The cell's kernels keyed by (name, occurrence), so cells of different lengths line up."""
+        if tokens not in self._kernels:
+            seen: dict[str, int] = {}
+            keyed = []
+            for kernel in self.workload.cell_kernels(tokens):
+                seen[kernel.name] = seen.get(kernel.name, -1) + 1
+                keyed.append(((kernel.name, seen[kernel.name]), kernel))
+            self._kernels[tokens] = keyed
+        return self._kernels[tokens]
+
+    # -- cells and steps -------------------------------------------------------------------------
+    def cell_time_s(self, tokens: int) -> float:
+        """One cell alone: every kernel launched once for it, its layer's weights read once."""
+        return sum(
+            self.kernel_time_s(k.flops, k.weight_bytes + k.activation_bytes, k.matmul) for _, k in self.kernels(tokens)
+        )
+
+    def step_time_s(self, cell_tokens: Sequence[int], num_layers: int | None = None) -> float:
+        """A batched step over cells of ``cell_tokens`` tokens touching ``num_layers`` distinct layers
+        (default: one per cell): one launch per kernel, FLOPs and activations summed, weights per layer."""
+        distinct = len(cell_tokens) if num_layers is None else num_layers
+        flops: dict[tuple[str, int], float] = {}
+        activations: dict[tuple[str, int], float] = {}
+        weights: dict[tuple[str, int], float] = {}
+        matmul: dict[tuple[str, int], bool] = {}
+        for tokens in cell_tokens:
+            for key, kernel in self.kernels(tokens):
+                flops[key] = flops.get(key, 0.0) + kernel.flops
+                activations[key] = activations.get(key, 0.0) + kernel.activation_bytes
+                weights[key] = max(weights.get(key, 0.0), kernel.weight_bytes)
+                matmul[key] = kernel.matmul
+        return sum(
+            self.kernel_time_s(flops[key], activations[key] + distinct * weights[key], matmul[key]) for key in flops
+        )
+
+    def working_set_bytes(self, tokens: int) -> float:
+        """Activation memory a running cell needs: its largest kernel's inputs and outputs."""
+        return max((float(k.activation_bytes) for _, k in self.kernels(tokens)), default=0.0)
+
+    def layer_weight_bytes(self, tokens: int) -> float:
+        """Parameters of one layer (the weights its kernels read)."""
+        return float(sum(k.weight_bytes for _, k in self.kernels(tokens)))
+
+    def step_profile(self, cells: Iterable[Cell], segment_tokens: Sequence[int]) -> StepProfile:
+        """Time and memory effect of one step of ``cells`` (cached by the multiset of cell shapes)."""
+        last = self.workload.num_layers - 1
+        shapes = []
+        layers = set()
+        for layer, segment in cells:
+            shapes.append((segment_tokens[segment], layer == 0, layer == last))
+            layers.add(layer)
+        key: StepKey = (tuple(sorted(shapes)), len(layers))
+        profile = self._steps.get(key)
+        if profile is None:
+            profile = self._profile(*key)
+            self._steps[key] = profile
+        return profile
+
+    def _profile(self, shapes: tuple[tuple[int, bool, bool], ...], num_layers: int) -> StepProfile:
+        hidden = self.workload.hidden_bytes
+        running = sum(self.working_set_bytes(t) + (hidden(t) if first else 0.0) for t, first, _ in shapes)
+        consumed = sum(hidden(t) for t, first, _ in shapes if not first)
+        produced = sum(hidden(t) for t, _, last in shapes if not last)
+        duration = self.step_time_s([t for t, _, _ in shapes], num_layers)
+        return StepProfile(duration, running, consumed, produced)
+
+
+__all__ = ["CostModel", "StepProfile"]

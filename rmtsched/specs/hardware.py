@@ -1,0 +1,248 @@
+"""The hardware spec: what one accelerator (and the links between several) can do, for the cost model.
+
+The simulator reads a ``HardwareSpec``; calibration (issue 6) fits the same fields from measurements and
+writes them back as JSON, so a preset and a calibrated file are interchangeable (``--hardware NAME|FILE``).
+Presets carry vendors' published peak figures plus efficiency parameters that are our assumptions until
+calibration replaces them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rmtsched.errors import SpecError
+
+# The matmul dtype a model with ``dtype_bytes`` bytes per element runs in (ModelSpec.dtype_bytes).
+DTYPE_BY_BYTES = {1: "fp8", 2: "bf16", 4: "fp32"}
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    """Peak rates, overheads and the efficiency curve of one device type, and the devices' links.
+
+    Kernel time (``rmtsched.sim.cost``) is a roofline with a saturating efficiency: a kernel of F FLOPs
+    and B bytes takes ``launch_overhead_s + max((F + matmul_half_flops) / (matmul_efficiency * peak),
+    (B + memory_half_bytes) / (memory_efficiency * memory_bandwidth))``. This is the efficiency curve
+    eta(F) = matmul_efficiency * F / (F + matmul_half_flops) written as a time: a small kernel reaches
+    only a fraction of peak, a batched (wider) one pays the ramp once. Vector (non-matmul) work runs at
+    ``vector_flops_per_s * vector_efficiency``. ``link_bandwidth_bytes_per_s`` and ``link_latency_s``
+    describe one device-to-device link; every ordered pair of devices has its own.
+    """
+
+    name: str
+    matmul_flops_per_s: Mapping[str, float]
+    vector_flops_per_s: float
+    memory_bandwidth_bytes_per_s: float
+    memory_bytes: float
+    launch_overhead_s: float
+    num_devices: int = 1
+    link_bandwidth_bytes_per_s: float = math.inf
+    link_latency_s: float = 0.0
+    matmul_efficiency: float = 1.0
+    matmul_half_flops: float = 0.0
+    vector_efficiency: float = 1.0
+    memory_efficiency: float = 1.0
+    memory_half_bytes: float = 0.0
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.matmul_flops_per_s:
+            raise SpecError(f"hardware {self.name!r}: matmul_flops_per_s needs at least one dtype, got none")
+        for dtype, rate in self.matmul_flops_per_s.items():
+            _require_positive(self.name, f"matmul_flops_per_s[{dtype!r}]", rate)
+        for name in ("vector_flops_per_s", "memory_bandwidth_bytes_per_s", "memory_bytes",
+                     "link_bandwidth_bytes_per_s"):
+            _require_positive(self.name, name, getattr(self, name))
+        for name in ("launch_overhead_s", "link_latency_s", "matmul_half_flops", "memory_half_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value < 0 or math.isnan(value):
+                raise SpecError(f"hardware {self.name!r}: {name} must be a number >= 0, got {value!r}")
+        for name in ("matmul_efficiency", "vector_efficiency", "memory_efficiency"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 < value <= 1:
+                raise SpecError(f"hardware {self.name!r}: {name} must be in (0, 1], got {value!r}")
+        if not isinstance(self.num_devices, int) or self.num_devices <= 0:
+            raise SpecError(f"hardware {self.name!r}: num_devices must be a positive integer, got {self.num_devices!r}")
+
+    def matmul_peak_flops_per_s(self, dtype_bytes: int) -> float:
+        """Dense matmul peak for elements of ``dtype_bytes`` bytes (2 -> bf16, 4 -> fp32, 1 -> fp8)."""
+        dtype = DTYPE_BY_BYTES.get(dtype_bytes)
+        if dtype is None or dtype not in self.matmul_flops_per_s:
+            raise SpecError(
+                f"hardware {self.name!r} has no matmul rate for {dtype_bytes}-byte elements "
+                f"({dtype or 'unknown dtype'}): it lists {sorted(self.matmul_flops_per_s)}"
+            )
+        return float(self.matmul_flops_per_s[dtype])
+
+    def transfer_time_s(self, num_bytes: float) -> float:
+        """One point-to-point transfer of ``num_bytes`` over a link: latency + bytes / bandwidth."""
+        return self.link_latency_s + num_bytes / self.link_bandwidth_bytes_per_s
+
+    def replace(self, **changes: Any) -> HardwareSpec:
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise SpecError(f"unknown hardware spec field(s) {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["matmul_flops_per_s"] = dict(self.matmul_flops_per_s)
+        return data
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HardwareSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise SpecError(f"unknown hardware spec field(s) {sorted(unknown)}; expected some of {sorted(names)}")
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        missing = required - set(data)
+        if missing:
+            raise SpecError(f"hardware spec is missing field(s) {sorted(missing)}")
+        if not isinstance(data["matmul_flops_per_s"], Mapping):
+            raise SpecError(
+                f"matmul_flops_per_s must map dtype names to FLOP/s, got {data['matmul_flops_per_s']!r}"
+            )
+        return cls(**data)
+
+
+def _require_positive(spec_name: str, field_name: str, value: Any) -> None:
+    if not isinstance(value, int | float) or not value > 0 or math.isnan(value):
+        raise SpecError(f"hardware {spec_name!r}: {field_name} must be a positive number, got {value!r}")
+
+
+_PRESETS: dict[str, HardwareSpec] = {}
+
+
+def register_hardware_spec(spec: HardwareSpec) -> HardwareSpec:
+    """Make ``spec`` available by name to ``load_hardware_spec`` and ``--hardware``."""
+    _PRESETS[spec.name] = spec
+    return spec
+
+
+def available_hardware_specs() -> list[str]:
+    return sorted(_PRESETS)
+
+
+def load_hardware_spec(name_or_path: str | Path) -> HardwareSpec:
+    """A preset by name, or a spec from a JSON file of ``HardwareSpec`` fields (what calibration writes)."""
+    if str(name_or_path) in _PRESETS:
+        return _PRESETS[str(name_or_path)]
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise SpecError(
+            f"unknown hardware {str(name_or_path)!r}: expected a JSON file or one of {available_hardware_specs()}"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"hardware spec file {str(path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"hardware spec file {str(path)!r} must hold a JSON object, got {type(data).__name__}")
+    data.setdefault("name", path.stem)
+    return HardwareSpec.from_dict(data)
+
+
+# Efficiency and overhead assumptions shared by the GPU presets, until calibration fits real ones:
+# large bf16 GEMMs reach ~70% of dense peak with cuBLAS, a ~1 GFLOP GEMM about half of that; streaming
+# kernels reach ~85% of HBM bandwidth; PyTorch eager pays ~5 us per kernel launch and dispatch.
+_GPU_EFFICIENCY = dict(
+    launch_overhead_s=5e-6,
+    matmul_efficiency=0.7,
+    matmul_half_flops=1e9,
+    vector_efficiency=0.5,
+    memory_efficiency=0.85,
+    memory_half_bytes=2e6,
+    link_latency_s=10e-6,
+    num_devices=8,
+)
+
+H100_SXM = register_hardware_spec(HardwareSpec(
+    name="h100-sxm",
+    matmul_flops_per_s={"fp8": 1979e12, "bf16": 989e12, "fp16": 989e12, "tf32": 494.5e12, "fp32": 67e12},
+    vector_flops_per_s=67e12,
+    memory_bandwidth_bytes_per_s=3.35e12,
+    memory_bytes=80e9,
+    link_bandwidth_bytes_per_s=900e9,
+    notes=(
+        "NVIDIA H100 SXM5 datasheet (nvidia.com/en-us/data-center/h100): dense (no sparsity) tensor-core "
+        "peaks 989 TFLOP/s bf16/fp16, 1979 fp8, 494.5 tf32; 67 TFLOP/s fp32 non-tensor; 80 GB HBM3 at "
+        "3.35 TB/s; NVLink 4 900 GB/s per GPU (total, both directions). Efficiencies are assumptions."
+    ),
+    **_GPU_EFFICIENCY,
+))
+
+H200 = register_hardware_spec(HardwareSpec(
+    name="h200",
+    matmul_flops_per_s={"fp8": 1979e12, "bf16": 989e12, "fp16": 989e12, "tf32": 494.5e12, "fp32": 67e12},
+    vector_flops_per_s=67e12,
+    memory_bandwidth_bytes_per_s=4.8e12,
+    memory_bytes=141e9,
+    link_bandwidth_bytes_per_s=900e9,
+    notes=(
+        "NVIDIA H200 SXM datasheet (nvidia.com/en-us/data-center/h200): the H100's compute (989 TFLOP/s "
+        "dense bf16) with 141 GB HBM3e at 4.8 TB/s; NVLink 900 GB/s per GPU. Efficiencies are assumptions."
+    ),
+    **_GPU_EFFICIENCY,
+))
+
+A100_80GB = register_hardware_spec(HardwareSpec(
+    name="a100-80gb",
+    matmul_flops_per_s={"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
+    vector_flops_per_s=19.5e12,
+    memory_bandwidth_bytes_per_s=2.039e12,
+    memory_bytes=80e9,
+    link_bandwidth_bytes_per_s=600e9,
+    notes=(
+        "NVIDIA A100 80GB SXM datasheet (nvidia.com/en-us/data-center/a100): dense 312 TFLOP/s bf16/fp16, "
+        "156 tf32, 19.5 fp32; 80 GB HBM2e at 2,039 GB/s; NVLink 3 600 GB/s per GPU. No fp8. Efficiencies "
+        "are assumptions."
+    ),
+    **_GPU_EFFICIENCY,
+))
+
+CPU_GENERIC = register_hardware_spec(HardwareSpec(
+    name="cpu-generic",
+    matmul_flops_per_s={"fp32": 1e11, "bf16": 5e10},
+    vector_flops_per_s=2e10,
+    memory_bandwidth_bytes_per_s=2e10,
+    memory_bytes=16e9,
+    launch_overhead_s=10e-6,
+    num_devices=4,
+    link_bandwidth_bytes_per_s=5e9,
+    link_latency_s=50e-6,
+    matmul_efficiency=0.6,
+    matmul_half_flops=1e7,
+    vector_efficiency=0.5,
+    memory_efficiency=0.7,
+    memory_half_bytes=1e5,
+    notes=(
+        "A rough few-core x86 host (not a vendor figure): ~100 GFLOP/s fp32 GEMM, 20 GB/s DRAM, ~10 us "
+        "PyTorch op dispatch; devices are processes on one host talking over gloo/localhost. Calibrate it."
+    ),
+))
+
+
+__all__ = [
+    "A100_80GB",
+    "CPU_GENERIC",
+    "DTYPE_BY_BYTES",
+    "H100_SXM",
+    "H200",
+    "HardwareSpec",
+    "available_hardware_specs",
+    "load_hardware_spec",
+    "register_hardware_spec",
+]
