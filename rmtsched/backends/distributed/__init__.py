@@ -1,0 +1,22 @@
+"""Multi-process execution of multi-device schedules on torch.distributed (gloo on CPU, NCCL on GPUs).
+
+Each rank holds one contiguous stage of layers and interprets its share of the same schedule IR the
+single-process executor runs, sending hidden states point to point. ``run_pipelined`` launches P local
+processes; ``python -m rmtsched.backends.distributed.worker`` is the entry point for ``torchrun``.
+"""
+
+from rmtsched.backends.distributed.errors import DistributedError
+from rmtsched.backends.distributed.launch import run_pipelined
+from rmtsched.backends.distributed.plan import RankPlan, build_plans
+from rmtsched.backends.distributed.result import PipelineResult, RankSummary
+from rmtsched.backends.distributed.sink import outputs_sha256
+
+__all__ = [
+    "DistributedError",
+    "PipelineResult",
+    "RankPlan",
+    "RankSummary",
+    "build_plans",
+    "outputs_sha256",
+    "run_pipelined",
+]

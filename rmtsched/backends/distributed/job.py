@@ -1,0 +1,115 @@
+"""One rank's whole job once its process group is up: build the stage, run the plan, report.
+
+Both launchers (rmtsched's own, and ``torchrun`` through ``worker.py``) end up here, so a rank behaves the
+same however it was started. Every rank builds the full model from the same factory (same seed, same
+weights), then keeps only its stage through the model's optional ``slice_layers(layers)`` hook.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from rmtsched.backends.distributed.comm import PeerLink
+from rmtsched.backends.distributed.executor import Progress, StageExecutor, StageTimes
+from rmtsched.backends.distributed.plan import RankPlan
+from rmtsched.backends.distributed.sink import SegmentSink
+from rmtsched.backends.protocol import RecurrentModel
+from rmtsched.errors import SpecError
+
+# A picklable callable building the whole model on a device, e.g. functools.partial(build, spec, seed=0).
+ModelFactory = Callable[..., RecurrentModel]
+
+
+@dataclass(frozen=True)
+class RankJob:
+    """Everything a rank needs. ``inputs`` (token ids ``[batch, N]`` or embeddings ``[batch, N, d]``) only
+    travel to the rank that runs layer 0; the others need the batch size alone, for their initial states."""
+
+    model_factory: ModelFactory
+    inputs: torch.Tensor | None
+    batch_size: int
+    plan: RankPlan
+    repeat: int = 1
+    keep_outputs: bool = False
+
+
+@dataclass
+class RankReport:
+    """What a rank hands back: per-repeat times, the output hash (last stage only), states of its layers."""
+
+    rank: int
+    layers: tuple[int, int]
+    holds_all_layers: bool
+    times: list[StageTimes]
+    output_sha256: str | None
+    outputs: dict[int, torch.Tensor] = field(default_factory=dict)
+    final_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    peak_memory_bytes: int = 0
+
+
+def build_stage_model(factory: ModelFactory, plan: RankPlan, device: torch.device) -> tuple[RecurrentModel, int, bool]:
+    """The model this rank runs, the global index of its local layer 0, and whether it holds every layer.
+
+    With ``slice_layers`` the rank keeps only its stage's weights and states (local layer i is global layer
+    ``plan.layers.start + i``); without it the rank keeps the whole model and indexes it globally.
+    """
+    model = factory(device=device)
+    if model.num_layers != plan.num_layers:
+        raise SpecError(f"the model factory built {model.num_layers} layers, the schedule plans {plan.num_layers}")
+    if bool(model.uses_previous_output) != plan.uses_previous_output:
+        raise SpecError(
+            f"the model's uses_previous_output is {model.uses_previous_output}, but the schedule was planned "
+            f"for {plan.uses_previous_output}"
+        )
+    slicer = getattr(model, "slice_layers", None)
+    if slicer is None:
+        return model, 0, True
+    stage = slicer(plan.layers)
+    if stage.num_layers != len(plan.layers):
+        raise SpecError(
+            f"slice_layers({plan.layers}) returned a model of {stage.num_layers} layers, expected {len(plan.layers)}"
+        )
+    return stage, plan.layers.start, False
+
+
+def run_job(job: RankJob, device: torch.device, progress: Progress | None = None) -> RankReport:
+    """Run the plan ``job.repeat`` times (fresh states each time, ranks aligned by a barrier before each)."""
+    plan = job.plan
+    model, offset, holds_all = build_stage_model(job.model_factory, plan, device)
+    if plan.runs_first_layer and job.inputs is None:
+        raise ValueError(f"rank {plan.rank} runs layer 0 but was given no inputs")
+    # Ranks without layer 0 never read inputs; the executor only takes the batch size from them.
+    inputs = job.inputs.to(device) if plan.runs_first_layer else torch.empty(job.batch_size, 0)
+    distributed = dist.is_available() and dist.is_initialized()
+    link_factory = (lambda on_wait: PeerLink(plan, device, on_wait=on_wait)) if plan.world_size > 1 else None
+    executor = StageExecutor(model, plan, layer_offset=offset, link_factory=link_factory, progress=progress)
+    times, sink, state = [], SegmentSink(), {}
+    for repeat in range(job.repeat):
+        if distributed:
+            dist.barrier()
+        sink = SegmentSink(keep_outputs=job.keep_outputs and repeat == job.repeat - 1)
+        run_times, state = executor.run(inputs, sink)
+        times.append(run_times)
+    if distributed:
+        dist.barrier()
+    return RankReport(
+        rank=plan.rank,
+        layers=(plan.layers.start, plan.layers.stop),
+        holds_all_layers=holds_all,
+        times=times,
+        output_sha256=sink.sha256() if plan.runs_last_layer else None,
+        outputs=sink.outputs,
+        final_state=state,
+        peak_memory_bytes=_peak_memory_bytes(device),
+    )
+
+
+def _peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

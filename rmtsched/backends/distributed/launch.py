@@ -1,0 +1,245 @@
+"""rmtsched's own launcher: P local processes (gloo on CPU, NCCL on P GPUs), watched until they finish.
+
+``run_pipelined`` checks the configuration and plans every rank before starting anything (bad
+configurations fail fast), starts one process per rank (forkserver by default: torch is imported once, so a
+launch costs a fraction of a second), serves the rendezvous store itself on a port the OS picks, and then
+watches: a rank that raises, dies, or a run where no rank moves for ``timeout_s`` ends every rank and raises
+a ``DistributedError`` naming the rank and the step. Nothing partial is ever returned as a success.
+"""
+
+from __future__ import annotations
+
+import datetime
+import multiprocessing
+import pickle
+import sys
+from collections.abc import Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from rmtsched.backends.distributed.board import ProgressBoard
+from rmtsched.backends.distributed.errors import DistributedError
+from rmtsched.backends.distributed.job import ModelFactory, RankJob, RankReport
+from rmtsched.backends.distributed.plan import build_plans
+from rmtsched.backends.distributed.rank import child_main
+from rmtsched.backends.distributed.result import PipelineResult, summarise
+from rmtsched.sched import CellGraph, Schedule, build_cell_graph, make_schedule, split_segments
+
+_POLL_S = 0.1
+_KILL_GRACE_S = 2.0
+
+
+def run_pipelined(
+    model_factory: ModelFactory,
+    inputs: torch.Tensor,
+    *,
+    num_procs: int,
+    layout: Any = None,
+    schedule: Schedule | None = None,
+    device: str = "cpu",
+    threads_per_proc: int = 1,
+    timeout_s: float = 30.0,
+    repeat: int = 1,
+    keep_outputs: bool = False,
+    start_method: str = "forkserver",
+) -> PipelineResult:
+    """Run ``schedule`` (default: ``pipelined`` over ``num_procs`` stages) on ``num_procs`` local processes.
+
+    ``model_factory(device=...)`` must build the same model in every process (a module-level function or a
+    ``functools.partial`` of one, seeded); ``layout`` is anything with ``num_layers``, ``segment_len`` and
+    ``dependency_rule`` (a ``ModelSpec`` or a model) and defaults to a model the factory builds here.
+    ``timeout_s`` bounds how long the run may go without any rank making progress. With
+    ``keep_outputs`` the result carries every segment's output and the final states of every layer.
+    """
+    _check_arguments(num_procs, device, threads_per_proc, timeout_s, repeat)
+    layout = layout if layout is not None else model_factory(device=torch.device("cpu"))
+    graph = build_cell_graph(
+        layout.num_layers,
+        segment_tokens=split_segments(int(inputs.shape[1]), layout.segment_len),
+        rule=layout.dependency_rule,
+    )
+    if schedule is None:
+        schedule = make_schedule(graph, "pipelined", num_devices=num_procs)
+    plans = build_plans(schedule, graph, num_procs, _uses_previous_output(layout, graph))
+    jobs = [
+        RankJob(
+            model_factory, inputs if plan.runs_first_layer else None, int(inputs.shape[0]), plan, repeat, keep_outputs
+        )
+        for plan in plans
+    ]
+    blobs = [_pickle_job(job) for job in jobs]
+    backend = "nccl" if device == "cuda" else "gloo"
+    reports = _launch(blobs, backend, device, threads_per_proc, timeout_s, start_method)
+    return summarise(
+        reports,
+        schedule,
+        graph,
+        batch_size=int(inputs.shape[0]),
+        backend=backend,
+        device=device,
+        keep_outputs=keep_outputs,
+    )
+
+
+def _check_arguments(num_procs: int, device: str, threads: int, timeout_s: float, repeat: int) -> None:
+    if not isinstance(num_procs, int) or num_procs <= 0:
+        raise DistributedError(f"number of processes must be a positive integer, got {num_procs!r}", kind="config")
+    if device not in ("cpu", "cuda"):
+        raise DistributedError(f"device must be 'cpu' or 'cuda', got {device!r}", kind="config")
+    if device == "cuda" and torch.cuda.device_count() < num_procs:
+        raise DistributedError(
+            f"{num_procs} processes on CUDA need {num_procs} GPUs, found {torch.cuda.device_count()}", kind="config"
+        )
+    if not isinstance(threads, int) or threads <= 0:
+        raise DistributedError(f"threads per process must be a positive integer, got {threads!r}", kind="config")
+    if not timeout_s > 0:
+        raise DistributedError(f"timeout must be positive seconds, got {timeout_s!r}", kind="config")
+    if not isinstance(repeat, int) or repeat <= 0:
+        raise DistributedError(f"repeat must be a positive integer, got {repeat!r}", kind="config")
+
+
+def _uses_previous_output(layout: Any, graph: CellGraph) -> bool:
+    """A model says so itself; a ``ModelSpec`` does not, and then the global-memory rule implies it."""
+    flag = getattr(layout, "uses_previous_output", None)
+    return bool(flag) if flag is not None else graph.rule.name == "global_memory"
+
+
+def _pickle_job(job: RankJob) -> bytes:
+    try:
+        return pickle.dumps(job)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise DistributedError(
+            f"the model factory {job.model_factory!r} cannot be sent to a worker process ({exc}): use a "
+            "module-level function or a functools.partial of one",
+            kind="config",
+        ) from exc
+
+
+def _launch(
+    blobs: Sequence[bytes],
+    backend: str,
+    device: str,
+    threads: int,
+    timeout_s: float,
+    start_method: str,
+) -> list[RankReport]:
+    context = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        context.set_forkserver_preload(["torch", "rmtsched.backends.distributed.rank"])
+    world_size = len(blobs)
+    # The parent serves the rendezvous store on a port the OS picks: no race for a "free" port.
+    store = dist.TCPStore(
+        "127.0.0.1", 0, None, is_master=True, timeout=datetime.timedelta(seconds=timeout_s), wait_for_workers=False
+    )
+    board = ProgressBoard(context, world_size)
+    # Ranks' own process-group timeout is longer than the watchdog's, so the watchdog (which can blame the
+    # rank everyone waits on) speaks first; it still ends ranks whose parent vanished.
+    group_timeout_s = 2 * timeout_s + 10
+    processes, connections = [], []
+    try:
+        for rank, blob in enumerate(blobs):
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(
+                target=child_main,
+                args=(
+                    rank,
+                    world_size,
+                    store.port,
+                    backend,
+                    device,
+                    blob,
+                    sender,
+                    board,
+                    group_timeout_s,
+                    threads,
+                    list(sys.path),
+                ),
+                name=f"rmtsched-rank-{rank}",
+                daemon=True,
+            )
+            process.start()
+            sender.close()
+            processes.append(process)
+            connections.append(receiver)
+        return _watch(processes, connections, board, timeout_s)
+    finally:
+        _end_all(processes)
+        for connection in connections:
+            connection.close()
+        del store
+
+
+def _watch(
+    processes: list[Any], connections: list[Connection], board: ProgressBoard, timeout_s: float
+) -> list[RankReport]:
+    """Collect one report per rank, or raise as soon as any rank fails or nothing moves for ``timeout_s``."""
+    reports: dict[int, RankReport] = {}
+    while len(reports) < len(processes):
+        waiting = [rank for rank in range(len(processes)) if rank not in reports]
+        handles = [connections[rank] for rank in waiting] + [processes[rank].sentinel for rank in waiting]
+        ready = set(wait(handles, timeout=_POLL_S))
+        for rank in waiting:
+            if connections[rank] in ready or (processes[rank].sentinel in ready and connections[rank].poll()):
+                reports[rank] = _receive(rank, connections[rank], board)
+            elif processes[rank].sentinel in ready:
+                processes[rank].join()
+                raise _died(rank, processes[rank].exitcode, board)
+        if len(reports) < len(processes) and board.idle_s() > timeout_s:
+            raise _stalled(board, timeout_s, [rank for rank in range(len(processes)) if rank not in reports])
+    return [reports[rank] for rank in range(len(processes))]
+
+
+def _receive(rank: int, connection: Connection, board: ProgressBoard) -> RankReport:
+    try:
+        status, payload = pickle.loads(connection.recv_bytes())
+    except (EOFError, OSError):
+        raise _died(rank, None, board) from None
+    if status == "ok":
+        return payload
+    raise DistributedError(
+        f"rank {payload['rank']} failed at {payload['where']}: {payload['error']}",
+        kind="raised",
+        rank=payload["rank"],
+        step=payload["step"],
+        remote_traceback=payload["traceback"],
+    )
+
+
+def _died(rank: int, exitcode: int | None, board: ProgressBoard) -> DistributedError:
+    position = board.position(rank)
+    how = f"was killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exited ({exitcode})"
+    return DistributedError(
+        f"rank {rank} {how} without a result; it was last seen {position.describe().removeprefix(f'rank {rank} ')}",
+        kind="died",
+        rank=rank,
+        step=position.step if position.step >= 0 else None,
+    )
+
+
+def _stalled(board: ProgressBoard, timeout_s: float, unfinished: list[int]) -> DistributedError:
+    positions = [board.position(rank) for rank in unfinished]
+    waited_on = {p.peer for p in positions if p.phase in ("recv", "send")}
+    suspects = [p for p in positions if p.phase not in ("recv", "send")] or positions
+    blamed = next((p for p in suspects if p.rank in waited_on), suspects[0])
+    return DistributedError(
+        f"no rank made progress for {timeout_s:g} s: rank {blamed.rank} stopped answering at "
+        f"{'step ' + str(blamed.step) if blamed.step >= 0 else 'setup'}; " + "; ".join(p.describe() for p in positions),
+        kind="stalled",
+        rank=blamed.rank,
+        step=blamed.step if blamed.step >= 0 else None,
+    )
+
+
+def _end_all(processes: list[Any]) -> None:
+    """Terminate every rank still running, then kill what ignores that; join all so none is left a zombie."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(_KILL_GRACE_S)
+        if process.is_alive():
+            process.kill()
+            process.join()

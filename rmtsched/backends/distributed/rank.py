@@ -1,0 +1,105 @@
+"""The body of one process started by rmtsched's launcher: join the group, run the job, report back.
+
+The child reports to the parent over a pipe (a result, or an error naming the step), marks its progress on
+the shared board, and dies with its parent (Linux ``PR_SET_PDEATHSIG``) so no rank can outlive a killed
+launcher. Torch and this module are preloaded by the forkserver, so starting a rank costs milliseconds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import os
+import pickle
+import signal
+import sys
+import traceback
+from multiprocessing.connection import Connection
+
+import torch
+import torch.distributed as dist
+
+from rmtsched.backends.distributed.board import ProgressBoard
+from rmtsched.backends.distributed.errors import StepFailure
+from rmtsched.backends.distributed.job import RankJob, run_job
+
+
+def rank_device(device: str, local_rank: int) -> torch.device:
+    """CPU ranks share the host; CUDA rank r uses GPU r of its machine."""
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def child_main(
+    rank: int,
+    world_size: int,
+    store_port: int,
+    backend: str,
+    device: str,
+    blob: bytes,
+    connection: Connection,
+    board: ProgressBoard,
+    group_timeout_s: float,
+    threads: int,
+    sys_path: list[str],
+) -> None:
+    _die_with_parent()
+    # The job may name a factory from a module on the parent's path (a test, a plug-in): import it from there.
+    sys.path[:0] = [path for path in sys_path if path not in sys.path]
+    board.mark(rank, "setup")
+    status = 1
+    try:
+        torch.set_num_threads(threads)
+        job: RankJob = pickle.loads(blob)
+        timeout = datetime.timedelta(seconds=group_timeout_s)
+        store = dist.TCPStore("127.0.0.1", store_port, world_size, is_master=False, timeout=timeout)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+        report = run_job(
+            job,
+            rank_device(device, rank),
+            progress=lambda step, phase, peer, cell: board.mark(rank, phase, step, peer, cell),
+        )
+        board.mark(rank, "done")
+        connection.send_bytes(pickle.dumps(("ok", report)))
+        dist.destroy_process_group()
+        status = 0
+    except Exception as exc:
+        connection.send_bytes(pickle.dumps(("error", failure_record(rank, exc))))
+    finally:
+        connection.close()
+    sys.exit(status)
+
+
+def failure_record(rank: int, exc: BaseException) -> dict:
+    """What the parent needs to name the failure: rank, step, where, the error and its traceback."""
+    if isinstance(exc, StepFailure):
+        cause = exc.cause
+        return {
+            "rank": rank,
+            "step": exc.step,
+            "where": exc.where,
+            "error": f"{type(cause).__name__}: {cause}",
+            "traceback": "".join(traceback.format_exception(cause)),
+        }
+    return {
+        "rank": rank,
+        "step": None,
+        "where": "setup",
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent exits (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() == 1:
+        os._exit(1)
