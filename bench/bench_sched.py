@@ -84,9 +84,20 @@ def main() -> None:
     run_pipeline(args.layers, args.segments, args.rule, args.scheduler)
     if args.networkx:
         child = subprocess.run(
-            [sys.executable, __file__, "--networkx-only", "--layers", str(args.layers),
-             "--segments", str(args.segments), "--rule", args.rule],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--networkx-only",
+                "--layers",
+                str(args.layers),
+                "--segments",
+                str(args.segments),
+                "--rule",
+                args.rule,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         result = json.loads(child.stdout.strip().splitlines()[-1])
         print(

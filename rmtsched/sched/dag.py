@@ -154,9 +154,7 @@ class EdgeListRule:
                 source, target = edge
                 source_cell, target_cell = Cell(*source), Cell(*target)
             except (TypeError, ValueError) as exc:
-                raise GraphError(
-                    f"edge {edge!r} is malformed: expected ((layer, segment), (layer, segment))"
-                ) from exc
+                raise GraphError(f"edge {edge!r} is malformed: expected ((layer, segment), (layer, segment))") from exc
             self._preds.setdefault(target_cell, []).append(source_cell)
 
     def predecessors(self, cell: Cell, num_layers: int, num_segments: int) -> tuple[Cell, ...]:
@@ -170,6 +168,7 @@ _NAMED_RULES: dict[str, DependencyRule] = {
     "layer_local": LayerLocalRule(),
     "global_memory": GlobalMemoryRule(),
 }
+
 
 def available_rules() -> list[str]:
     """Names of the built-in dependency rules (``get_rule`` also takes rule objects, functions and edges)."""
@@ -191,9 +190,7 @@ def get_rule(rule: RuleLike) -> DependencyRule:
         return CallableRule(rule)
     if isinstance(rule, Sequence):
         return EdgeListRule(rule)
-    raise GraphError(
-        f"dependency rule {rule!r} not understood: expected a name, a DependencyRule, a function or edges"
-    )
+    raise GraphError(f"dependency rule {rule!r} not understood: expected a name, a DependencyRule, a function or edges")
 
 
 class CellGraph:
@@ -404,9 +401,7 @@ def build_cell_graph(
             raise GraphError(f"number of segments must be a positive integer, got {num_segments!r}")
         segment_tokens = (1,) * num_segments
     elif num_segments is not None and num_segments != len(segment_tokens):
-        raise GraphError(
-            f"num_segments={num_segments} disagrees with {len(segment_tokens)} entries in segment_tokens"
-        )
+        raise GraphError(f"num_segments={num_segments} disagrees with {len(segment_tokens)} entries in segment_tokens")
     return CellGraph(num_layers, segment_tokens, rule)
 
 

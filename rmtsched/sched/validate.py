@@ -88,9 +88,7 @@ def _place_cells(schedule: Schedule, graph: CellGraph) -> dict[Cell, tuple[int, 
         if not step.cells:
             raise ScheduleError(f"step {index} is empty: every step must run at least one cell")
         if not 0 <= step.device < schedule.num_devices:
-            raise ScheduleError(
-                f"step {index} runs on device {step.device}, outside 0..{schedule.num_devices - 1}"
-            )
+            raise ScheduleError(f"step {index} runs on device {step.device}, outside 0..{schedule.num_devices - 1}")
         for cell in step.cells:
             if cell not in graph:
                 raise UnknownCellError(
@@ -124,9 +122,7 @@ def _check_transfer(
             f"{placement[cell][1]}"
         )
     if not 0 <= dst_device < num_devices:
-        raise ScheduleError(
-            f"transfer of cell {tuple(cell)} goes to device {dst_device}, outside 0..{num_devices - 1}"
-        )
+        raise ScheduleError(f"transfer of cell {tuple(cell)} goes to device {dst_device}, outside 0..{num_devices - 1}")
 
 
 def _show(cell: object) -> str:
