@@ -39,6 +39,14 @@ def _decode_header(header: torch.Tensor) -> tuple[torch.dtype, tuple[int, ...]]:
     return _DTYPES[values[0]], tuple(values[2 : 2 + values[1]])
 
 
+class PeerLost(RuntimeError):
+    """A message to or from ``peer`` failed: usually that rank died or was ended, so it is the one to blame."""
+
+    def __init__(self, peer: int, cell: Cell, phase: str, cause: BaseException):
+        super().__init__(f"lost rank {peer} while waiting to {phase} the output of {tuple(cell)}: {cause}")
+        self.peer = peer
+
+
 class _Pending:
     """One posted receive: the header (only on the first cell of its token count) and then the payload."""
 
@@ -94,7 +102,7 @@ class PeerLink:
         still_running = []
         for entry in self._sends:
             if entry[0].is_completed():
-                entry[0].wait()
+                self._blocking_wait(entry[0], "send", entry[2], entry[3])
             else:
                 still_running.append(entry)
         self._sends = still_running
@@ -174,13 +182,20 @@ class PeerLink:
     # -- helpers ---------------------------------------------------------------------------------
     def _blocking_wait(self, work: dist.Work, phase: str, peer: int, cell: Cell) -> None:
         if work.is_completed():
-            work.wait()
+            self._wait(work, phase, peer, cell)
             return
         self.on_wait(phase, peer, cell)
         start = time.perf_counter()
-        work.wait()
+        self._wait(work, phase, peer, cell)
         self.wait_s += time.perf_counter() - start
         self.on_wait("compute", peer, cell)
+
+    @staticmethod
+    def _wait(work: dist.Work, phase: str, peer: int, cell: Cell) -> None:
+        try:
+            work.wait()
+        except RuntimeError as exc:
+            raise PeerLost(peer, cell, phase, exc) from exc
 
     def _first_of_each_length(self, cells: tuple[Cell, ...]) -> list[Cell]:
         first: dict[int, Cell] = {}

@@ -13,7 +13,8 @@ from rmtsched.errors import RmtschedError
 class DistributedError(RmtschedError, RuntimeError):
     """A rank raised, died or stopped answering; ``rank`` and ``step`` say where (None when unknown).
 
-    ``kind`` is ``"raised"``, ``"died"``, ``"stalled"`` or ``"config"``; ``remote_traceback`` is the
+    ``kind`` is ``"raised"``, ``"died"``, ``"stalled"``, ``"lost"`` (a peer reported losing this rank) or
+    ``"config"``; ``remote_traceback`` is the
     failing rank's formatted traceback when it raised.
     """
 

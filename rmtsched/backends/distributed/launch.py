@@ -13,6 +13,7 @@ import datetime
 import multiprocessing
 import pickle
 import sys
+import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -30,6 +31,7 @@ from rmtsched.sched import CellGraph, Schedule, build_cell_graph, make_schedule,
 
 _POLL_S = 0.1
 _KILL_GRACE_S = 2.0
+_BLAME_GRACE_S = 1.0
 
 
 def run_pipelined(
@@ -175,31 +177,59 @@ def _launch(
 def _watch(
     processes: list[Any], connections: list[Connection], board: ProgressBoard, timeout_s: float
 ) -> list[RankReport]:
-    """Collect one report per rank, or raise as soon as any rank fails or nothing moves for ``timeout_s``."""
+    """Collect one report per rank, or raise as soon as any rank fails or nothing moves for ``timeout_s``.
+
+    A rank whose peer vanished reports that too, often before the peer's own death is seen; such a
+    secondary error is held for a moment so the first cause (the rank that raised or died) is the one named.
+    """
     reports: dict[int, RankReport] = {}
+    finished: set[int] = set()
+    secondary: DistributedError | None = None
+    blame_deadline = float("inf")
     while len(reports) < len(processes):
-        waiting = [rank for rank in range(len(processes)) if rank not in reports]
+        waiting = [rank for rank in range(len(processes)) if rank not in finished]
         handles = [connections[rank] for rank in waiting] + [processes[rank].sentinel for rank in waiting]
         ready = set(wait(handles, timeout=_POLL_S))
         for rank in waiting:
             if connections[rank] in ready or (processes[rank].sentinel in ready and connections[rank].poll()):
-                reports[rank] = _receive(rank, connections[rank], board)
+                finished.add(rank)
+                outcome = _receive(rank, connections[rank], processes[rank], board)
+                if isinstance(outcome, RankReport):
+                    reports[rank] = outcome
+                elif outcome.kind != "lost":
+                    raise outcome
+                elif secondary is None:
+                    secondary, blame_deadline = outcome, time.monotonic() + _BLAME_GRACE_S
             elif processes[rank].sentinel in ready:
                 processes[rank].join()
                 raise _died(rank, processes[rank].exitcode, board)
+        if secondary is not None and (time.monotonic() > blame_deadline or len(finished) == len(processes)):
+            raise secondary
         if len(reports) < len(processes) and board.idle_s() > timeout_s:
             raise _stalled(board, timeout_s, [rank for rank in range(len(processes)) if rank not in reports])
     return [reports[rank] for rank in range(len(processes))]
 
 
-def _receive(rank: int, connection: Connection, board: ProgressBoard) -> RankReport:
+def _receive(rank: int, connection: Connection, process: Any, board: ProgressBoard) -> RankReport | DistributedError:
     try:
         status, payload = pickle.loads(connection.recv_bytes())
-    except (EOFError, OSError):
-        raise _died(rank, None, board) from None
+    except (EOFError, OSError):  # the pipe closed with no message: the rank is dying or dead
+        process.join(_KILL_GRACE_S)
+        return _died(rank, process.exitcode, board)
     if status == "ok":
         return payload
-    raise DistributedError(
+    lost = payload["lost_peer"]
+    if lost is not None:
+        last_seen = board.position(lost)
+        return DistributedError(
+            f"rank {lost} stopped answering (last seen {last_seen.describe().removeprefix(f'rank {lost} ')}): "
+            f"rank {payload['rank']} failed at {payload['where']}: {payload['error']}",
+            kind="lost",
+            rank=lost,
+            step=last_seen.step if last_seen.step >= 0 else None,
+            remote_traceback=payload["traceback"],
+        )
+    return DistributedError(
         f"rank {payload['rank']} failed at {payload['where']}: {payload['error']}",
         kind="raised",
         rank=payload["rank"],

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from rmtsched.backends.distributed.board import ProgressBoard
+from rmtsched.backends.distributed.comm import PeerLost
 from rmtsched.backends.distributed.errors import StepFailure
 from rmtsched.backends.distributed.job import RankJob, run_job
 
@@ -74,21 +75,14 @@ def child_main(
 
 def failure_record(rank: int, exc: BaseException) -> dict:
     """What the parent needs to name the failure: rank, step, where, the error and its traceback."""
-    if isinstance(exc, StepFailure):
-        cause = exc.cause
-        return {
-            "rank": rank,
-            "step": exc.step,
-            "where": exc.where,
-            "error": f"{type(cause).__name__}: {cause}",
-            "traceback": "".join(traceback.format_exception(cause)),
-        }
+    cause = exc.cause if isinstance(exc, StepFailure) else exc
     return {
         "rank": rank,
-        "step": None,
-        "where": "setup",
-        "error": f"{type(exc).__name__}: {exc}",
-        "traceback": "".join(traceback.format_exception(exc)),
+        "step": exc.step if isinstance(exc, StepFailure) else None,
+        "where": exc.where if isinstance(exc, StepFailure) else "setup",
+        "error": f"{type(cause).__name__}: {cause}",
+        "traceback": "".join(traceback.format_exception(cause)),
+        "lost_peer": cause.peer if isinstance(cause, PeerLost) else None,
     }
 
 

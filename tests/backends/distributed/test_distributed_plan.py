@@ -1,0 +1,103 @@
+"""Rank plans (no processes): who owns which layers, who sends what to whom in which order, and the
+one-rank executor against the naive reference loop for every single-device scheduler."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from dist_toy_model import ToyRecurrentModel, reference_run
+
+from rmtsched.backends.distributed.executor import StageExecutor
+from rmtsched.backends.distributed.plan import build_plans, split_runs
+from rmtsched.backends.distributed.sink import SegmentSink, outputs_sha256
+from rmtsched.errors import ScheduleError
+from rmtsched.sched import Cell, Schedule, Step, Transfer, build_cell_graph, make_schedule, split_segments
+
+
+def toy(num_layers: int = 4, global_memory: bool = False, dtype: torch.dtype = torch.float64) -> ToyRecurrentModel:
+    return ToyRecurrentModel(
+        num_layers=num_layers, d_model=8, segment_len=5, mem_tokens=2, vocab_size=31,
+        global_memory=global_memory, seed=3, dtype=dtype, device=torch.device("cpu"),
+    )  # fmt: skip
+
+
+def graph_for(model: ToyRecurrentModel, num_tokens: int):
+    return build_cell_graph(
+        model.num_layers, segment_tokens=split_segments(num_tokens, model.segment_len), rule=model.dependency_rule
+    )
+
+
+def test_pipelined_plan_gives_each_rank_one_stage_and_a_channel_in_segment_order():
+    graph = graph_for(toy(num_layers=4), 23)
+    plans = build_plans(make_schedule(graph, "pipelined", num_devices=2), graph, 2, uses_previous_output=False)
+    assert [plan.layers for plan in plans] == [range(0, 2), range(2, 4)]
+    assert plans[0].sends == {Cell(1, s): (1,) for s in range(5)}
+    assert plans[1].recvs == {0: tuple(Cell(1, s) for s in range(5))}
+    assert plans[0].recvs == {} and plans[1].sends == {}
+    assert plans[0].keep == frozenset(Cell(0, s) for s in range(5))
+
+
+def test_global_memory_plan_sends_the_last_layer_back_to_rank_zero():
+    graph = graph_for(toy(num_layers=4, global_memory=True), 23)
+    plans = build_plans(make_schedule(graph, "pipelined", num_devices=2), graph, 2, uses_previous_output=True)
+    assert plans[1].sends[Cell(3, 0)] == (0,)
+    assert plans[0].recvs[1] == tuple(Cell(3, s) for s in range(4))  # segment 4's output feeds nothing
+
+
+def test_more_processes_than_layers_fails_fast():
+    graph = graph_for(toy(num_layers=2), 10)
+    schedule = make_schedule(graph, "sequential")
+    with pytest.raises(ScheduleError, match=r"cannot run 2 layer.* on 3 processes"):
+        build_plans(schedule, graph, 3, uses_previous_output=False)
+
+
+def test_schedule_for_another_world_size_is_refused():
+    graph = graph_for(toy(num_layers=4), 10)
+    with pytest.raises(ScheduleError, match=r"for 2 device.* but the run has 4"):
+        build_plans(make_schedule(graph, "pipelined", num_devices=2), graph, 4, uses_previous_output=False)
+
+
+def test_a_layer_split_over_two_devices_is_refused():
+    graph = build_cell_graph(2, 2)
+    steps = (Step((Cell(0, 0),), 0), Step((Cell(1, 0),), 1), Step((Cell(0, 1),), 1), Step((Cell(1, 1),), 1))
+    transfers = (Transfer(Cell(0, 0), 0, 1),)
+    with pytest.raises(ScheduleError, match="layer 0 runs on device 0 and on device 1"):
+        build_plans(Schedule(steps, transfers, num_devices=2), graph, 2, uses_previous_output=False)
+
+
+def test_a_model_reading_its_previous_output_needs_the_transfer():
+    graph = graph_for(toy(num_layers=2), 10)  # layer-local DAG: no (1, 0) -> (0, 1) edge, so no transfer
+    with pytest.raises(ScheduleError, match=r"reads the output of \(1, 0\) on device 1.*no transfer"):
+        build_plans(make_schedule(graph, "pipelined", num_devices=2), graph, 2, uses_previous_output=True)
+
+
+def test_runs_split_at_layer_gaps_and_at_a_short_segment():
+    graph = build_cell_graph(5, segment_tokens=(5, 5, 3))
+    cells = (Cell(4, 0), Cell(0, 2), Cell(2, 0), Cell(1, 1))
+    assert split_runs(cells, graph, 0) == ((Cell(0, 2),), (Cell(1, 1), Cell(2, 0)), (Cell(4, 0),))
+    with pytest.raises(ScheduleError, match="runs layer 1 twice"):
+        split_runs((Cell(1, 0), Cell(1, 1)), graph, 7)
+
+
+@pytest.mark.parametrize("scheduler", ["sequential", "diagonal", "greedy"])
+@pytest.mark.parametrize("global_memory", [False, True])
+def test_one_rank_executor_is_bit_exact_with_the_reference_loop(scheduler, global_memory):
+    model = toy(num_layers=3, global_memory=global_memory, dtype=torch.float32)
+    inputs = torch.randint(31, (2, 23), generator=torch.Generator().manual_seed(1))
+    expected, expected_state = reference_run(model, inputs)
+    graph = graph_for(model, 23)
+    (plan,) = build_plans(make_schedule(graph, scheduler), graph, 1, uses_previous_output=global_memory)
+    sink = SegmentSink(keep_outputs=True)
+    _, state = StageExecutor(model, plan, layer_offset=0, link_factory=None).run(inputs, sink)
+    assert all(torch.equal(sink.outputs[s], expected[s]) for s in range(graph.num_segments))
+    assert torch.equal(state["h"], expected_state["h"])
+    assert sink.sha256() == outputs_sha256(expected)
+
+
+def test_sink_hashes_in_segment_order_whatever_the_arrival_order():
+    outputs = [torch.full((1, 2), float(s)) for s in range(3)]
+    sink = SegmentSink()
+    for segment in (2, 0, 1):
+        sink.add(segment, outputs[segment])
+    assert sink.sha256() == outputs_sha256(outputs)
+    assert outputs_sha256(outputs) != outputs_sha256(outputs[::-1])
