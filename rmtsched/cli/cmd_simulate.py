@@ -1,0 +1,83 @@
+"""``rmtsched simulate``: predict time, utilisation and memory of schedules for a model on some hardware."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rmtsched.cli.args import non_negative_int, positive_int
+from rmtsched.sim.report import format_table, run_record
+from rmtsched.sim.study import ENGINES, Study, run_study, schedules_for
+from rmtsched.sim.trace import plot_gantt, write_chrome_trace
+from rmtsched.specs.hardware import available_hardware_specs, load_hardware_spec
+from rmtsched.specs.model import available_model_specs, load_model_spec
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "simulate", help="simulate schedules of a model on hardware (time, utilisation, memory)"
+    )
+    parser.add_argument("--model", required=True, help=f"a JSON model spec file or one of {available_model_specs()}")
+    parser.add_argument("--seq-len", type=positive_int, required=True, help="tokens in the input sequence")
+    parser.add_argument("--segment-len", type=positive_int, default=None, help="tokens per segment T")
+    parser.add_argument("--mem-tokens", type=non_negative_int, default=None, help="memory tokens M")
+    parser.add_argument(
+        "--hardware", required=True, help=f"a JSON hardware spec file or one of {available_hardware_specs()}"
+    )
+    parser.add_argument(
+        "--schedule", required=True, help="a scheduler name, or 'all' (sequential, diagonal, and pipelined if P > 1)"
+    )
+    parser.add_argument("--devices", type=positive_int, default=1, help="devices P (pipelined)")
+    parser.add_argument("--max-width", type=positive_int, default=None, help="cap on cells per diagonal step")
+    parser.add_argument("--engine", choices=sorted(ENGINES), default="des")
+    parser.add_argument("--trace", type=Path, default=None, help="write a Chrome trace (with 'all': one per schedule)")
+    parser.add_argument("--plot", type=Path, default=None, help="write a Gantt PNG (with 'all': one per schedule)")
+    parser.add_argument("--json", action="store_true", help="print JSON (a list for 'all') instead of a table")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_model_spec(args.model)
+    changes = {"segment_len": args.segment_len, "mem_tokens": args.mem_tokens}
+    spec = spec.replace(**{name: value for name, value in changes.items() if value is not None})
+    hardware = load_hardware_spec(args.hardware)
+    study = run_study(
+        spec,
+        hardware,
+        args.seq_len,
+        schedules_for(args.schedule, args.devices),
+        max_width=args.max_width,
+        engine=args.engine,
+    )
+    compare = args.schedule == "all"
+    _write_pictures(study, args.trace, args.plot, several=compare)
+    if args.json:
+        records = [run_record(study, run, compare) for run in study.runs]
+        print(json.dumps(records if compare else records[0]))
+    else:
+        print(format_table(study, compare))
+    for run in study.runs:
+        if not run.fits_in_memory:
+            print(
+                f"rmtsched simulate: warning: {run.schedule} needs {run.result.max_peak_memory_bytes / 1e9:.2f} GB "
+                f"on its busiest device but {hardware.name} has {hardware.memory_bytes / 1e9:.2f} GB "
+                "(fits_in_memory: false)",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def _write_pictures(study: Study, trace: Path | None, plot: Path | None, several: bool) -> None:
+    for run in study.runs:
+        title = f"{study.spec.name} {run.schedule} on {study.hardware.name}, {study.seq_len:,} tokens"
+        if trace is not None:
+            write_chrome_trace(run.result, _per_schedule(trace, run.schedule, several), name=title)
+        if plot is not None:
+            plot_gantt(run.result, _per_schedule(plot, run.schedule, several), title=title)
+
+
+def _per_schedule(path: Path, schedule: str, several: bool) -> Path:
+    """``trace.json`` -> ``trace.diagonal.json`` when several schedules each need a file."""
+    return path.with_name(f"{path.stem}.{schedule}{path.suffix}") if several else path

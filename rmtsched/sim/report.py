@@ -1,0 +1,94 @@
+"""Reports of a study: one JSON-ready record per schedule, and the readable table ``simulate`` prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rmtsched.sim.study import Study, StudyRun
+
+
+def run_record(study: Study, run: StudyRun, compare: bool) -> dict[str, Any]:
+    """The JSON object of one schedule; ``compare`` adds speedups against sequential and full attention."""
+    spec, result, baseline = study.spec, run.result, study.full_attention.result
+    record: dict[str, Any] = {
+        "schedule": run.schedule,
+        "model": spec.name,
+        "family": spec.family,
+        "hardware": study.hardware.name,
+        "engine": study.engine,
+        "seq_len": study.seq_len,
+        "segment_len": spec.segment_len,
+        "mem_tokens": spec.mem_tokens,
+        "layers": study.graph.num_layers,
+        "segments": study.graph.num_segments,
+        "cells": result.num_cells,
+        "steps": result.num_steps,
+        "devices": result.num_devices,
+        "max_width": study.max_width,
+        "makespan_s": result.makespan_s,
+        "utilization": result.utilization,
+        "bubble_fraction": result.bubble_fraction,
+        "busy_s": list(result.busy_s),
+        "peak_memory_bytes": result.max_peak_memory_bytes,
+        "peak_memory_bytes_per_device": list(result.peak_memory_bytes),
+        "memory_capacity_bytes": study.hardware.memory_bytes,
+        "fits_in_memory": run.fits_in_memory,
+        "full_attention_makespan_s": baseline.makespan_s,
+        "full_attention_peak_memory_bytes": baseline.max_peak_memory_bytes,
+        "full_attention_fits_in_memory": study.full_attention.fits_in_memory,
+    }
+    if compare:
+        sequential = study.run("sequential")
+        record["speedup_vs_sequential"] = (
+            sequential.result.makespan_s / result.makespan_s if sequential is not None else None
+        )
+        record["speedup_vs_full_attention"] = baseline.makespan_s / result.makespan_s
+    return record
+
+
+def _time(seconds: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3f} {unit}"
+    return f"{seconds * 1e9:.1f} ns"
+
+
+def _bytes(num_bytes: float) -> str:
+    return f"{num_bytes / 1e9:.2f} GB" if num_bytes >= 1e8 else f"{num_bytes / 1e6:.2f} MB"
+
+
+def format_table(study: Study, compare: bool) -> str:
+    """A header naming what was simulated, then one row per schedule and one for full attention."""
+    spec, graph = study.spec, study.graph
+    header = (
+        f"{spec.name} on {study.hardware.name}: {study.seq_len:,} tokens = {graph.num_segments:,} segments of "
+        f"{spec.segment_len} (+{spec.mem_tokens} memory tokens) x {graph.num_layers} layers = "
+        f"{graph.num_cells:,} cells; engine {study.engine}; memory {_bytes(study.hardware.memory_bytes)}/device"
+    )
+    columns = ["schedule", "devices", "steps", "makespan", "util", "bubble", "peak mem", "fits"]
+    if compare:
+        columns += ["vs sequential", "vs full-attn"]
+    rows = []
+    for run in (*study.runs, study.full_attention):
+        record = run_record(study, run, compare)
+        row = [
+            run.schedule,
+            str(record["devices"]),
+            f"{record['steps']:,}",
+            _time(record["makespan_s"]),
+            f"{100 * record['utilization']:.1f}%",
+            f"{100 * record['bubble_fraction']:.1f}%",
+            _bytes(record["peak_memory_bytes"]),
+            "yes" if run.fits_in_memory else "NO",
+        ]
+        if compare:
+            vs_sequential = record["speedup_vs_sequential"]
+            row += [f"{vs_sequential:.2f}x" if vs_sequential else "-", f"{record['speedup_vs_full_attention']:.2f}x"]
+        rows.append(row)
+    widths = [max(len(col), *(len(row[i]) for row in rows)) for i, col in enumerate(columns)]
+    lines = [header, "  ".join(col.ljust(w) for col, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+__all__ = ["format_table", "run_record"]

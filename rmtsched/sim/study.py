@@ -1,0 +1,109 @@
+"""A what-if study: one model, one sequence length, one hardware, several schedules plus the baseline.
+
+This is what ``rmtsched simulate`` runs: build the cell graph of the model for N tokens, cost it on the
+hardware, simulate each schedule with the chosen engine, and simulate the full-attention LLaMA on one
+device so speedups can be quoted against it. Results say whether each run fits in device memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rmtsched.errors import SpecError
+from rmtsched.sched import CellGraph, SchedulerOptions, make_schedule, split_segments
+from rmtsched.sim.analytic import analytic_simulate
+from rmtsched.sim.cost import CostModel
+from rmtsched.sim.engine import simulate
+from rmtsched.sim.result import SimResult
+from rmtsched.sim.workload import full_attention_workload, workload_from_spec
+from rmtsched.specs.hardware import HardwareSpec
+from rmtsched.specs.model import ModelSpec
+
+NAMED_SCHEDULES = ("sequential", "diagonal", "pipelined")
+
+
+def _run_des(name: str, graph: CellGraph, cost: CostModel, options: SchedulerOptions) -> SimResult:
+    schedule = make_schedule(
+        graph, name, max_width=options.max_width, num_devices=options.num_devices, layer_costs=options.layer_costs
+    )
+    return simulate(schedule, graph, cost)
+
+
+ENGINES: dict[str, Callable[[str, CellGraph, CostModel, SchedulerOptions], SimResult]] = {
+    "des": _run_des,
+    "analytic": analytic_simulate,
+}
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One schedule's result in a study, with whether its busiest device fits in memory."""
+
+    schedule: str
+    result: SimResult
+    fits_in_memory: bool
+
+
+@dataclass(frozen=True)
+class Study:
+    """The runs of a study, the full-attention baseline, and what was studied."""
+
+    spec: ModelSpec
+    hardware: HardwareSpec
+    seq_len: int
+    graph: CellGraph
+    engine: str
+    max_width: int | None
+    runs: tuple[StudyRun, ...]
+    full_attention: StudyRun
+
+    def run(self, schedule: str) -> StudyRun | None:
+        return next((run for run in self.runs if run.schedule == schedule), None)
+
+
+def schedules_for(name: str, num_devices: int) -> tuple[tuple[str, int], ...]:
+    """(scheduler, devices) pairs: ``all`` is sequential and diagonal on one device, plus pipelined on
+    ``num_devices`` when there are several; a single name runs on ``num_devices``."""
+    if name != "all":
+        return ((name, num_devices),)
+    single = (("sequential", 1), ("diagonal", 1))
+    return (*single, ("pipelined", num_devices)) if num_devices > 1 else single
+
+
+def run_study(
+    spec: ModelSpec,
+    hardware: HardwareSpec,
+    seq_len: int,
+    schedules: Sequence[tuple[str, int]],
+    *,
+    max_width: int | None = None,
+    engine: str = "des",
+) -> Study:
+    """Simulate each (scheduler, devices) pair of ``schedules`` for ``spec`` on ``seq_len`` tokens."""
+    if engine not in ENGINES:
+        raise SpecError(f"unknown engine {engine!r}: expected one of {sorted(ENGINES)}")
+    for _, devices in schedules:
+        if devices > hardware.num_devices:
+            raise SpecError(f"hardware {hardware.name!r} has {hardware.num_devices} devices, asked for {devices}")
+    graph = CellGraph(spec.num_layers, split_segments(seq_len, spec.segment_len), spec.dependency_rule)
+    cost = CostModel(workload_from_spec(spec), hardware)
+    layer_costs = (cost.cell_time_s(spec.segment_len),) * spec.num_layers
+    runs = []
+    for name, devices in schedules:
+        options = SchedulerOptions(max_width=max_width, num_devices=devices, layer_costs=layer_costs)
+        result = ENGINES[engine](name, graph, cost, options)
+        runs.append(StudyRun(name, result, result.max_peak_memory_bytes <= hardware.memory_bytes))
+    baseline = full_attention(spec, hardware, seq_len)
+    return Study(spec, hardware, seq_len, graph, engine, max_width, tuple(runs), baseline)
+
+
+def full_attention(spec: ModelSpec, hardware: HardwareSpec, seq_len: int) -> StudyRun:
+    """The same LLaMA without memory on all ``seq_len`` tokens on one device: L layer steps in a row."""
+    workload = full_attention_workload(spec, seq_len)
+    graph = CellGraph(spec.num_layers, (seq_len,), "layer_local")
+    result = analytic_simulate("sequential", graph, CostModel(workload, hardware))
+    return StudyRun("full-attention", result, result.max_peak_memory_bytes <= hardware.memory_bytes)
+
+
+__all__ = ["ENGINES", "NAMED_SCHEDULES", "Study", "StudyRun", "full_attention", "run_study", "schedules_for"]
