@@ -320,8 +320,12 @@ class CellGraph:
         about a gigabyte (bench/README.md), where ``CellGraph`` itself is a few closed-form rules.
         """
         graph = nx.DiGraph(num_layers=self.num_layers, num_segments=self.num_segments, rule=self.rule.name)
-        graph.add_nodes_from((cell, {"tokens": self.segment_tokens[cell[1]]}) for cell in self.cells())
-        graph.add_edges_from(self.edges())
+        cells = list(self.cells())
+        graph.add_nodes_from((cell, {"tokens": self.segment_tokens[cell[1]]}) for cell in cells)
+        # Edges name the node objects themselves, so networkx holds one Cell per node, not one per edge end.
+        sources, targets = self.edge_index()
+        ends = map(cells.__getitem__, sources.tolist()), map(cells.__getitem__, targets.tolist())
+        graph.add_edges_from(zip(*ends, strict=True))
         return graph
 
     @classmethod
