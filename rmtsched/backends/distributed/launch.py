@@ -40,22 +40,26 @@ def run_pipelined(
     *,
     num_procs: int,
     layout: Any = None,
-    schedule: Schedule | None = None,
+    schedule: Schedule | str = "pipelined",
     device: str = "cpu",
-    threads_per_proc: int = 1,
+    threads_per_proc: int | None = None,
     timeout_s: float = 30.0,
     repeat: int = 1,
     keep_outputs: bool = False,
     start_method: str = "forkserver",
 ) -> PipelineResult:
-    """Run ``schedule`` (default: ``pipelined`` over ``num_procs`` stages) on ``num_procs`` local processes.
+    """Run ``schedule`` (a ``Schedule``, or a scheduler name given ``num_devices=num_procs``; default
+    ``pipelined``) on ``num_procs`` local processes and return the median makespan, hash and per-rank times.
 
     ``model_factory(device=...)`` must build the same model in every process (a module-level function or a
     ``functools.partial`` of one, seeded); ``layout`` is anything with ``num_layers``, ``segment_len`` and
     ``dependency_rule`` (a ``ModelSpec`` or a model) and defaults to a model the factory builds here.
+    ``threads_per_proc`` defaults to this process's intra-op threads split evenly (at least one each).
     ``timeout_s`` bounds how long the run may go without any rank making progress. With
     ``keep_outputs`` the result carries every segment's output and the final states of every layer.
     """
+    if threads_per_proc is None:
+        threads_per_proc = max(1, torch.get_num_threads() // max(1, num_procs))
     _check_arguments(num_procs, device, threads_per_proc, timeout_s, repeat)
     layout = layout if layout is not None else model_factory(device=torch.device("cpu"))
     graph = build_cell_graph(
@@ -63,8 +67,8 @@ def run_pipelined(
         segment_tokens=split_segments(int(inputs.shape[1]), layout.segment_len),
         rule=layout.dependency_rule,
     )
-    if schedule is None:
-        schedule = make_schedule(graph, "pipelined", num_devices=num_procs)
+    if isinstance(schedule, str):
+        schedule = make_schedule(graph, schedule, num_devices=num_procs)
     plans = build_plans(schedule, graph, num_procs, _uses_previous_output(layout, graph))
     jobs = [
         RankJob(

@@ -126,3 +126,11 @@ def reference_run(model: ToyRecurrentModel, inputs: torch.Tensor) -> tuple[list[
         outputs.append(model.segment_output(hidden))
         previous = hidden
     return outputs, state
+
+
+def build_toy_from_spec(spec, *, seed: int, dtype: torch.dtype, device: torch.device) -> ToyRecurrentModel:
+    """The toy under the builder signature torchrun's worker expects: ``builder(spec, *, seed, dtype, device)``."""
+    return ToyRecurrentModel(
+        num_layers=spec.num_layers, d_model=spec.d_model, segment_len=spec.segment_len, mem_tokens=spec.mem_tokens,
+        vocab_size=spec.vocab_size, global_memory=spec.family == "rmt", seed=seed, dtype=dtype, device=device,
+    )  # fmt: skip
