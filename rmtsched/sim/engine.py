@@ -1,8 +1,8 @@
 """The discrete-event engine (simpy): any valid schedule, any cost model, any number of devices.
 
-Each device is one simpy process that runs its steps in schedule order; each transfer is a process that
-holds its link (a capacity-1 ``simpy.Resource`` per ordered device pair, FIFO) for latency + bytes /
-bandwidth. A device yields to simpy only where devices interact: before a step that waits for a
+Each device is one simpy process that runs its steps in schedule order; each link (one per ordered
+device pair) is a process serving a FIFO ``simpy.Store`` of transfers, one at a time, each for latency +
+bytes / bandwidth. A device yields to simpy only where devices interact: before a step that waits for a
 transfer, and after a step whose output must be sent. Between those points its steps run back to back,
 so their times are summed locally instead of each costing a simpy event; that is what lets a
 million-step single-device schedule simulate in seconds while the multi-device case stays a real DES.
@@ -52,27 +52,32 @@ def simulate(schedule: Schedule, graph: CellGraph, cost: CostModel, *, check: bo
     end = [0.0] * schedule.num_steps
     transfer_times = [[0.0, 0.0] for _ in schedule.transfers]
     env = simpy.Environment()
-    links: dict[tuple[int, int], simpy.Resource] = {}
+    queues: dict[tuple[int, int], simpy.Store] = {}
     arrived = [env.event() for _ in schedule.transfers]
     finished = [False] * schedule.num_devices
 
-    def transfer(index: int) -> Generator[simpy.Event, object, None]:
-        item = schedule.transfers[index]
-        link = links.setdefault((item.src_device, item.dst_device), simpy.Resource(env, capacity=1))
-        seconds = cost.hardware.transfer_time_s(cost.workload.hidden_bytes(graph.tokens(item.cell)))
-        with link.request() as request:
-            yield request
+    def link(queue: simpy.Store) -> Generator[simpy.Event, object, None]:
+        """One link: carries the transfers handed to it one at a time, in the order they were sent."""
+        while True:
+            index = yield queue.get()
+            item = schedule.transfers[index]
             transfer_times[index][0] = env.now
-            yield env.timeout(seconds)
-        transfer_times[index][1] = env.now
-        arrived[index].succeed()
+            yield env.timeout(cost.hardware.transfer_time_s(cost.workload.hidden_bytes(graph.tokens(item.cell))))
+            transfer_times[index][1] = env.now
+            arrived[index].succeed()
+
+    for item in schedule.transfers:
+        pair = (item.src_device, item.dst_device)
+        if pair not in queues:
+            queues[pair] = simpy.Store(env)
+            env.process(link(queues[pair]))
 
     def device(number: int) -> Generator[simpy.Event, object, None]:
         clock = 0.0
         for k in plan.device_steps[number]:
             waits = plan.incoming.get(k)
             if waits:
-                yield env.all_of([arrived[i] for i in waits])
+                yield arrived[waits[0]] if len(waits) == 1 else env.all_of([arrived[i] for i in waits])
                 clock = max(clock, max(transfer_times[i][1] for i in waits))
             start[k] = clock
             clock += plan.duration[k]
@@ -81,7 +86,8 @@ def simulate(schedule: Schedule, graph: CellGraph, cost: CostModel, *, check: bo
             if sends:
                 yield env.timeout(max(0.0, clock - env.now))
                 for i in sends:
-                    env.process(transfer(i))
+                    item = schedule.transfers[i]
+                    queues[(item.src_device, item.dst_device)].put(i)
         yield env.timeout(max(0.0, clock - env.now))
         finished[number] = True
 

@@ -86,8 +86,8 @@ def format_table(study: Study, compare: bool) -> str:
             row += [f"{vs_sequential:.2f}x" if vs_sequential else "-", f"{record['speedup_vs_full_attention']:.2f}x"]
         rows.append(row)
     widths = [max(len(col), *(len(row[i]) for row in rows)) for i, col in enumerate(columns)]
-    lines = [header, "  ".join(col.ljust(w) for col, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines = [header, "  ".join(col.ljust(w) for col, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines)
 
 
