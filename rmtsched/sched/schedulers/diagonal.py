@@ -13,7 +13,7 @@ from __future__ import annotations
 from itertools import repeat
 
 from rmtsched.sched._gc import builds_bulk
-from rmtsched.sched.dag import Cell, CellGraph, LayerLocalRule
+from rmtsched.sched.dag import Cell, CellGraph, GlobalMemoryRule, LayerLocalRule
 from rmtsched.sched.registry import register_scheduler
 from rmtsched.sched.schedule import Schedule, SchedulerOptions, Step
 from rmtsched.sched.schedulers.ordering import chunks, require_single_device
@@ -23,6 +23,8 @@ def waves(graph: CellGraph) -> list[list[Cell]]:
     """Cells grouped by ASAP level, each group sorted by layer."""
     if isinstance(graph.rule, LayerLocalRule):
         return anti_diagonals(graph.num_layers, graph.num_segments)
+    if isinstance(graph.rule, GlobalMemoryRule):
+        return [[cell] for cell in graph.cells()]  # level s * L + l: one cell per wave, segment-major
     grouped: dict[int, list[Cell]] = {}
     for cell in graph.cells():
         grouped.setdefault(graph.level(cell), []).append(cell)
