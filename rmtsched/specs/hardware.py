@@ -70,15 +70,15 @@ class HardwareSpec:
         if not isinstance(self.num_devices, int) or self.num_devices <= 0:
             raise SpecError(f"hardware {self.name!r}: num_devices must be a positive integer, got {self.num_devices!r}")
 
-    def matmul_peak_flops_per_s(self, dtype_bytes: int) -> float:
-        """Dense matmul peak for elements of ``dtype_bytes`` bytes (2 -> bf16, 4 -> fp32, 1 -> fp8)."""
-        dtype = DTYPE_BY_BYTES.get(dtype_bytes)
-        if dtype is None or dtype not in self.matmul_flops_per_s:
+    def matmul_peak_flops_per_s(self, dtype: int | str) -> float:
+        """Dense matmul peak for a dtype name ("bf16") or element size in bytes (2 -> bf16, 4 -> fp32, 1 -> fp8)."""
+        name = DTYPE_BY_BYTES.get(dtype) if isinstance(dtype, int) else dtype
+        if name is None or name not in self.matmul_flops_per_s:
             raise SpecError(
-                f"hardware {self.name!r} has no matmul rate for {dtype_bytes}-byte elements "
-                f"({dtype or 'unknown dtype'}): it lists {sorted(self.matmul_flops_per_s)}"
+                f"hardware {self.name!r} has no matmul rate for dtype {dtype!r} ({name or 'unknown size'}): "
+                f"it lists {sorted(self.matmul_flops_per_s)}"
             )
-        return float(self.matmul_flops_per_s[dtype])
+        return float(self.matmul_flops_per_s[name])
 
     def transfer_time_s(self, num_bytes: float) -> float:
         """One point-to-point transfer of ``num_bytes`` over a link: latency + bytes / bandwidth."""

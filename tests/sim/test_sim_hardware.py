@@ -45,9 +45,13 @@ def test_a_calibrated_file_needs_only_the_required_fields(tmp_path: Path) -> Non
     assert spec.transfer_time_s(1e9) == 0.0
 
 
-def test_dtype_without_a_rate_is_refused() -> None:
+def test_matmul_peak_by_dtype_name_or_size_and_missing_ones_refused() -> None:
+    a100 = load_hardware_spec("a100-80gb")
+    assert a100.matmul_peak_flops_per_s("tf32") == 156e12 and a100.matmul_peak_flops_per_s(4) == 19.5e12
     with pytest.raises(SpecError, match="fp8"):
-        load_hardware_spec("a100-80gb").matmul_peak_flops_per_s(1)
+        a100.matmul_peak_flops_per_s(1)
+    with pytest.raises(SpecError, match="int4"):
+        a100.matmul_peak_flops_per_s("int4")
 
 
 @pytest.mark.parametrize(
