@@ -94,8 +94,8 @@ class SimResult:
         return max(self.peak_memory_bytes, default=0.0)
 
     def to_dict(self) -> dict[str, object]:
+        """Plain numbers for JSON (the scheduler's name is left to the caller's record)."""
         return {
-            "scheduler": self.scheduler,
             "engine": self.engine,
             "devices": self.num_devices,
             "steps": self.num_steps,

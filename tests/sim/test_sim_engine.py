@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sim_helpers import synthetic_workload, unit_hardware
+from sim_helpers import random_dag, random_schedule, synthetic_workload, unit_hardware
 
 from rmtsched.errors import ScheduleError
 from rmtsched.sched import Cell, CellGraph, Schedule, SchedulerOptions, Step, Transfer, make_schedule, split_segments
 from rmtsched.sim import CostModel, analytic_simulate, simulate, workload_from_spec
+from rmtsched.sim.memory import resident_bytes
 from rmtsched.sim.result import SimResult
 from rmtsched.specs.hardware import load_hardware_spec
 from rmtsched.specs.model import load_model_spec
@@ -225,3 +227,40 @@ def test_closed_forms_take_milliseconds_at_any_size() -> None:
     for scheduler, options in (("sequential", {}), ("diagonal", {"max_width": 5}), ("pipelined", {"num_devices": 4})):
         result = analytic_simulate(scheduler, graph, cost, SchedulerOptions(**options))
         assert result.num_cells == graph.num_cells and result.makespan_s > 0
+
+
+@SETTINGS
+@given(
+    layers=st.integers(1, 6),
+    segments=st.integers(1, 8),
+    devices=st.integers(1, 4),
+    user_rule=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_any_valid_multi_device_schedule_runs_in_order(layers, segments, devices, user_rule, seed) -> None:
+    rng = random.Random(seed)
+    graph = random_dag(layers, segments, rng) if user_rule else CellGraph(layers, (4,) * segments)
+    schedule = random_schedule(graph, rng, devices)
+    cost = CostModel(synthetic_workload(layers, 2, 3), unit_hardware(launch=1, half=2, latency=rng.randint(0, 9)))
+    result = simulate(schedule, graph, cost)
+    timeline = result.timeline
+    assert result.makespan_s >= critical_path_s(graph, cost) * (1 - 1e-12)
+    assert 0.0 <= result.utilization <= 1.0
+    for device in range(devices):  # a device runs its steps one after another, in schedule order
+        spans = [(timeline.step_start_s[k], timeline.step_end_s[k]) for k, s in enumerate(schedule.steps)
+                 if s.device == device]
+        assert all(nxt[0] >= prev[1] for prev, nxt in itertools.pairwise(spans))
+    step_of = {cell: k for k, step in enumerate(schedule.steps) for cell in step.cells}
+    arrival = {(t.cell, t.dst_device): t.end_s for t in timeline.transfers}
+    for k, step in enumerate(schedule.steps):
+        for cell in step.cells:
+            for pred in graph.predecessors(cell):
+                ready = arrival.get((pred, step.device), timeline.step_end_s[step_of[pred]])
+                assert timeline.step_start_s[k] >= ready
+    resident = sum(device_resident(cost, schedule, d) for d in range(devices))
+    assert sum(result.peak_memory_bytes) >= resident
+
+
+def device_resident(cost: CostModel, schedule: Schedule, device: int) -> float:
+    layers = {cell.layer for step in schedule.steps if step.device == device for cell in step.cells}
+    return resident_bytes(cost, layers, 4)
