@@ -1,0 +1,27 @@
+"""The PyTorch backend: ARMT/RMT models on stacked LLaMA layers and an executor that runs any valid
+schedule of them, bit-exactly on CPU. See ``params.py`` for the parameter names and ``armt.py`` for
+the memory maths we follow."""
+
+from rmtsched.backends.torch.armt import ARMTModel
+from rmtsched.backends.torch.executor import ExecutionResult, ExecutionStats, StepRunner, contiguous_runs, execute
+from rmtsched.backends.torch.models import DTYPES, build_model, parse_dtype, register_model_family
+from rmtsched.backends.torch.params import init_params, param_shapes
+from rmtsched.backends.torch.rmt import RMTModel
+from rmtsched.backends.torch.rowmm import RowMatmul
+
+__all__ = [
+    "DTYPES",
+    "ARMTModel",
+    "ExecutionResult",
+    "ExecutionStats",
+    "RMTModel",
+    "RowMatmul",
+    "StepRunner",
+    "build_model",
+    "contiguous_runs",
+    "execute",
+    "init_params",
+    "param_shapes",
+    "parse_dtype",
+    "register_model_family",
+]

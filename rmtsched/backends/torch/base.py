@@ -1,0 +1,102 @@
+"""What the built-in ARMT and RMT share: spec, stacked parameters, layer slicing, embeddings, output norm.
+
+A ``StackedModel`` holds the weights of the global layers ``layers`` (all of them unless it is a slice
+made by ``slice_layers``); ``forward_layers`` takes GLOBAL layer indices and maps them to rows of its
+stacked tensors. The embedding tables and final norm travel with every slice (they are small next to
+the layers and let any stage embed or finish a segment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from rmtsched.backends.protocol import LayerState
+from rmtsched.backends.torch.cost import cell_kernels
+from rmtsched.backends.torch.kernels import rms_norm
+from rmtsched.backends.torch.layers import RotaryCache
+from rmtsched.backends.torch.params import check_params, layer_param_names
+from rmtsched.backends.torch.rowmm import RowMatmul
+from rmtsched.specs.cost import KernelWork
+from rmtsched.specs.model import ModelSpec
+
+
+class StackedModel:
+    """Base of the built-in models; subclasses define the memory (``forward_layers``, tokens layout)."""
+
+    uses_previous_output = False
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        params: Mapping[str, torch.Tensor],
+        *,
+        layers: range | None = None,
+        matmul: str = "auto",
+    ):
+        self.spec = spec
+        self.layers = range(spec.num_layers) if layers is None else layers
+        if self.layers.step != 1 or not 0 <= self.layers.start < self.layers.stop <= spec.num_layers:
+            raise ValueError(f"layers {self.layers} is not a non-empty contiguous range of 0..{spec.num_layers - 1}")
+        check_params(spec, params, self.layers)
+        self.params = dict(params)
+        embed = self.params["embed"]
+        self.device, self.dtype = embed.device, embed.dtype
+        self.rope = RotaryCache(spec.head_dim, spec.rope_theta, self.dtype, self.device)
+        self.matmul = RowMatmul(matmul)
+
+    # -- protocol attributes -----------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return self.spec.num_layers
+
+    @property
+    def segment_len(self) -> int:
+        return self.spec.segment_len
+
+    @property
+    def dependency_rule(self) -> str:
+        return self.spec.dependency_rule
+
+    def cell_kernels(self, tokens: int) -> list[KernelWork]:
+        return cell_kernels(self.spec, tokens)
+
+    # -- slicing ----------------------------------------------------------------------------------
+    def slice_layers(self, start: int, stop: int) -> StackedModel:
+        """A model owning copies of layers ``start..stop-1`` only (global indices), with its own state."""
+        if not (self.layers.start <= start < stop <= self.layers.stop):
+            raise ValueError(f"cannot slice layers {start}..{stop - 1} out of a model holding {self.layers}")
+        offset = self.layers.start
+        stacked = set(layer_param_names(self.spec))
+        params = {
+            name: value[start - offset : stop - offset].clone() if name in stacked else value
+            for name, value in self.params.items()
+        }
+        return type(self)(self.spec, params, layers=range(start, stop), matmul=self.matmul.mode)
+
+    def _rows(self, layers: range) -> slice:
+        if layers.step != 1 or layers.start < self.layers.start or layers.stop > self.layers.stop:
+            raise ValueError(f"layers {layers} are not a contiguous part of this model's {self.layers}")
+        return slice(layers.start - self.layers.start, layers.stop - self.layers.start)
+
+    # -- embeddings and output ----------------------------------------------------------------------
+    def embed(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Token ids ``[B, n]`` -> ``[B, n, d]``; embeddings ``[B, n, d]`` pass through (cast, moved)."""
+        if inputs.dtype in (torch.int32, torch.int64):
+            return self.params["embed"][inputs.to(self.device)]
+        return inputs.to(device=self.device, dtype=self.dtype)
+
+    def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
+        return rms_norm(hidden, self.params["final_norm"], self.spec.rms_norm_eps)
+
+    def memory_tokens(self, batch_size: int) -> torch.Tensor:
+        """The learned memory embeddings ``[B, M, d]`` (a broadcast view, no copy)."""
+        return self.params["memory"].expand(batch_size, -1, -1)
+
+    def init_state(self, batch_size: int) -> LayerState:
+        return {}
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        return f"{name}({self.spec.name!r}, layers={self.layers}, dtype={self.dtype}, device={self.device})"

@@ -1,0 +1,148 @@
+"""Batch-invariant building blocks over a leading layer-row dimension ``w``.
+
+Every function here takes tensors whose dim 0 is a *row* (one layer's cell of a step) and must give row
+i the same bits whatever w is: that is what makes a diagonal step of width w equal w sequential steps.
+Two kinds of kernel, chosen by what we measured on CPU with torch 2.13 (tests/backends/test_kernels.py):
+
+* element-wise and last-dim reductions run batched over all rows at once (exp, +, *, /, rsqrt,
+  ``F.rms_norm``, vector norms, gathers are invariant). ``F.silu`` and ``torch.sigmoid`` are NOT: their
+  vectorised and scalar-tail code paths round differently, and which elements hit the tail depends on
+  the tensor size. We compose them from ``exp`` and exactly rounded arithmetic instead.
+* GEMMs and attention run as one library call per row (``torch.mm``, ``torch.bmm`` with the row's
+  batch, SDPA), i.e. exactly the call a width-1 step makes. MKL's batched GEMM (``torch.bmm`` over rows)
+  and SDPA over a stacked batch are NOT batch-invariant in general (fp64, odd shapes); ``RowMatmul``
+  batches a GEMM only where a one-time probe shows the batched call gives the per-row bits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from rmtsched.backends.torch.rowmm import RowMatmul, row_matmul
+
+__all__ = [
+    "RowMatmul",
+    "assoc_numerator_denominator",
+    "attention_rows",
+    "dpfp",
+    "dpfp_index",
+    "l2_normalize",
+    "rms_norm",
+    "rotary_apply",
+    "rotary_tables",
+    "row_matmul",
+    "sigmoid",
+    "silu_mul",
+]
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """LLaMA RMSNorm: ``weight * x / sqrt(mean(x^2) + eps)``, computed in at least fp32 like HF.
+
+    ``weight`` broadcasts against ``x`` (``[w, 1, 1, d]`` for per-layer weights). Normalising first and
+    scaling after keeps the reduction a plain last-dim ``F.rms_norm`` (batch-invariant).
+    """
+    compute = torch.promote_types(x.dtype, torch.float32)
+    normed = F.rms_norm(x.to(compute), (x.shape[-1],), eps=eps).to(x.dtype)
+    return normed * weight
+
+
+def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """``1 / (1 + exp(-x))`` from invariant pieces (``torch.sigmoid`` is not batch-invariant on CPU)."""
+    return torch.exp(-x).add_(1.0).reciprocal_()
+
+
+def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """SwiGLU's ``silu(gate) * up`` as ``gate / (1 + exp(-gate)) * up`` (``F.silu`` is not invariant)."""
+    denom = torch.exp(-gate).add_(1.0)
+    return torch.div(gate, denom).mul_(up)
+
+
+# -- rotary position embeddings --------------------------------------------------------------------
+
+
+def rotary_tables(
+    num_tokens: int, head_dim: int, theta: float, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """HF LLaMA's cos/sin tables ``[num_tokens, head_dim]`` for positions 0..num_tokens-1.
+
+    Frequencies are computed in fp32 (fp64 for fp64 models) and cast, as ``LlamaRotaryEmbedding`` does.
+    """
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).to(compute) / head_dim))
+    positions = torch.arange(num_tokens, dtype=compute)
+    freqs = torch.outer(positions, inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype=dtype, device=device), emb.sin().to(dtype=dtype, device=device)
+
+
+def rotary_apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``x * cos + rotate_half(x) * sin`` over the last dim (HF convention: halves, not interleaved).
+
+    ``x`` is ``[..., tokens, heads, head_dim]``; ``cos``/``sin`` are ``[tokens, 1, head_dim]``.
+    """
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return torch.addcmul(x * cos, rotated, sin)
+
+
+# -- attention ---------------------------------------------------------------------------------------
+
+
+def attention_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Causal grouped-query attention, one SDPA call per row (SDPA over stacked rows is not invariant).
+
+    ``q`` is ``[w, batch, heads, tokens, head_dim]``, ``k``/``v`` ``[w, batch, kv_heads, tokens,
+    head_dim]``; the result is written to ``out`` ``[w, batch, heads, tokens, head_dim]``. The causal
+    mask covers segment and memory tokens alike.
+    """
+    gqa = q.shape[2] != k.shape[2]
+    for qi, ki, vi, oi in zip(q.unbind(0), k.unbind(0), v.unbind(0), out.unbind(0), strict=True):
+        oi.copy_(F.scaled_dot_product_attention(qi, ki, vi, is_causal=True, enable_gqa=gqa))
+    return out
+
+
+# -- associative memory --------------------------------------------------------------------------------
+
+
+def dpfp_index(key_dim: int, nu: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather indices so that ``phi = x[..., left] * x[..., right]`` is DPFP-nu of ``x`` (size 2*key_dim).
+
+    The reference builds ``cat([x]*nu) * cat([roll(x, j) for j in 1..nu])``; ``roll(x, j)[i] =
+    x[(i - j) mod n]``, so two gathers replace nu rolls and two concatenations.
+    """
+    width = 2 * key_dim
+    i = torch.arange(width)
+    left = i.repeat(nu)
+    right = torch.cat([(i - shift) % width for shift in range(1, nu + 1)])
+    return left.to(device), right.to(device)
+
+
+def dpfp(key: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """DPFP-nu feature map: ``x = [relu(k), relu(-k)]``, ``phi = x[left] * x[right]``."""
+    x = torch.cat((F.relu(key), F.relu(-key)), dim=-1)
+    return x.index_select(-1, left).mul_(x.index_select(-1, right))
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``F.normalize(x, dim=-1)``: ``x / max(||x||_2, eps)`` over the last dim."""
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(eps)
+    return x / norm
+
+
+def assoc_numerator_denominator(
+    features: torch.Tensor, memory: torch.Tensor, matmul: RowMatmul
+) -> torch.Tensor:
+    """``phi @ [A | z]`` per row and batch element: ``[w, B, t, P] @ [w, B, P, d+1] -> [w, B, t, d+1]``.
+
+    Column d of the result is the normaliser ``z . phi``; columns 0..d-1 are ``A^T phi``.
+    """
+    return matmul.batched(features, memory)
+
+
+def attention_scale(head_dim: int) -> float:
+    """SDPA's default softmax scale, stated for the cost model and the naive reference."""
+    return 1.0 / math.sqrt(head_dim)

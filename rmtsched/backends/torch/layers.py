@@ -1,0 +1,68 @@
+"""The ONE batched LLaMA decoder-layer step, shared by ARMT and RMT and by every schedule.
+
+``llama_layers`` runs layers l0..l1 (contiguous, width w) on ``[w, batch, tokens, d]`` hidden states,
+row i through layer l0 + i's weights: RMSNorm, rotary grouped-query causal attention, RMSNorm, SwiGLU
+MLP, each residual. Projections are one GEMM per weight kind over the stacked slice (QKV fused, gate
+and up fused); element-wise work runs once over all rows. A width-1 step is the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from rmtsched.backends.torch.kernels import attention_rows, rms_norm, rotary_apply, rotary_tables, silu_mul
+from rmtsched.backends.torch.rowmm import RowMatmul
+from rmtsched.specs.model import ModelSpec
+
+
+@dataclass
+class RotaryCache:
+    """cos/sin tables per token count (positions restart at 0 every segment), built once each."""
+
+    head_dim: int
+    theta: float
+    dtype: torch.dtype
+    device: torch.device
+    _tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    def get(self, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        tables = self._tables.get(num_tokens)
+        if tables is None:
+            cos, sin = rotary_tables(num_tokens, self.head_dim, self.theta, self.dtype, self.device)
+            tables = self._tables[num_tokens] = (cos[:, None, :], sin[:, None, :])
+        return tables
+
+
+def llama_layers(
+    hidden: torch.Tensor,
+    params: Mapping[str, torch.Tensor],
+    rows: slice,
+    spec: ModelSpec,
+    rope: RotaryCache,
+    matmul: RowMatmul,
+) -> torch.Tensor:
+    """Decoder layers ``params[*][rows]`` on ``hidden`` ``[w, B, n, d]``; returns a new tensor."""
+    w, batch, n, d = hidden.shape
+    heads, kv_heads, hd, mlp = spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.mlp_dim
+    eps = spec.rms_norm_eps
+
+    x = rms_norm(hidden, params["attn_norm"][rows].view(w, 1, 1, d), eps)
+    qkv = matmul.linear(x.view(w, batch * n, d), params["wqkv"][rows]).view(w, batch, n, heads + 2 * kv_heads, hd)
+    cos, sin = rope.get(n)
+    qk = rotary_apply(qkv[..., : heads + kv_heads, :], cos, sin)
+    q = qk[..., :heads, :].transpose(2, 3)
+    k = qk[..., heads:, :].transpose(2, 3)
+    v = qkv[..., heads + kv_heads :, :].transpose(2, 3)
+    attn = hidden.new_empty(w, batch, n, heads, hd)
+    attention_rows(q, k, v, attn.transpose(2, 3))
+    out = matmul.linear(attn.view(w, batch * n, heads * hd), params["wo"][rows])
+    hidden = hidden + out.view(w, batch, n, d)
+
+    x = rms_norm(hidden, params["mlp_norm"][rows].view(w, 1, 1, d), eps)
+    gate_up = matmul.linear(x.view(w, batch * n, d), params["w_gate_up"][rows])
+    act = silu_mul(gate_up[..., :mlp], gate_up[..., mlp:])
+    out = matmul.linear(act, params["w_down"][rows])
+    return hidden.add_(out.view(w, batch, n, d))
