@@ -13,6 +13,7 @@ from sched_strategies import BUILTIN_RULES, FAST, SCHEDULERS, THOROUGH, cell_gra
 
 from rmtsched.errors import ScheduleError
 from rmtsched.sched import (
+    Cell,
     CellGraph,
     Schedule,
     SchedulerOptions,
@@ -224,3 +225,22 @@ def test_registry_finds_builtins_refuses_unknown_names_and_accepts_user_schedule
     schedule = make_schedule(graph, "test-reverse-layers")
     validate(schedule, graph)
     assert get_scheduler("test-reverse-layers") is reverse_layers
+
+
+class _LyingRule:
+    """Claims to be acyclic but makes (0, 0) and (0, 1) wait for each other."""
+
+    name = "lying"
+    acyclic_by_construction = True
+
+    def predecessors(self, cell: Cell, num_layers: int, num_segments: int) -> tuple[Cell, ...]:
+        return {Cell(0, 0): (Cell(0, 1),), Cell(0, 1): (Cell(0, 0),)}.get(cell, ())
+
+    def level(self, cell: Cell, num_layers: int, num_segments: int) -> int | None:
+        return None
+
+
+def test_pipelined_stops_with_an_error_instead_of_spinning_on_a_cycle() -> None:
+    graph = build_cell_graph(2, 2, rule=_LyingRule())
+    with pytest.raises(ScheduleError, match=r"no device can issue; cells \[.*\] wait on each other"):
+        make_schedule(graph, "pipelined", num_devices=2)

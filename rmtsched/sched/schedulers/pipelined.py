@@ -102,6 +102,10 @@ def _issue_order(graph: CellGraph, device_of: list[int], num_devices: int) -> li
                 if all(issued[j] for j in predecessors[offsets[i] : offsets[i + 1]]):
                     tick.append((i, device))
                     heads[device] += 1
+        if not tick:  # only possible if a rule claiming acyclic_by_construction has a cycle
+            heads_left = [queue[head] for queue, head in zip(queues, heads, strict=True) if head < len(queue)]
+            stuck = [(i % graph.num_layers, i // graph.num_layers) for i in heads_left]
+            raise ScheduleError(f"pipelined: no device can issue; cells {stuck} wait on each other (a cycle)")
         for i, _ in tick:
             issued[i] = 1
         order.extend(tick)
