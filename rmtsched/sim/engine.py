@@ -48,56 +48,66 @@ def simulate(schedule: Schedule, graph: CellGraph, cost: CostModel, *, check: bo
             f"{cost.workload.num_layers}"
         )
     plan = _plan(schedule, graph, cost)
-    start = [0.0] * schedule.num_steps
-    end = [0.0] * schedule.num_steps
-    transfer_times = [[0.0, 0.0] for _ in schedule.transfers]
-    env = simpy.Environment()
-    queues: dict[tuple[int, int], simpy.Store] = {}
-    arrived = [env.event() for _ in schedule.transfers]
-    finished = [False] * schedule.num_devices
+    run = _EventLoop(schedule, graph, cost, plan)
+    run.env.run()
+    if not all(run.finished):
+        stuck = [d for d, done in enumerate(run.finished) if not done]
+        raise ScheduleError(f"devices {stuck} never finished: the schedule's transfers form a wait cycle")
+    return _result(schedule, graph, cost, plan, np.array(run.start), np.array(run.end), run.transfer_times)
 
-    def link(queue: simpy.Store) -> Generator[simpy.Event, object, None]:
-        """One link: carries the transfers handed to it one at a time, in the order they were sent."""
+
+class _EventLoop:
+    """The simpy model: one process per device, one per link; records when every step and transfer ran."""
+
+    def __init__(self, schedule: Schedule, graph: CellGraph, cost: CostModel, plan: _Plan):
+        self.schedule, self.graph, self.cost, self.plan = schedule, graph, cost, plan
+        self.env = simpy.Environment()
+        self.start = [0.0] * schedule.num_steps
+        self.end = [0.0] * schedule.num_steps
+        self.transfer_times = [[0.0, 0.0] for _ in schedule.transfers]
+        self.arrived = [self.env.event() for _ in schedule.transfers]
+        self.finished = [False] * schedule.num_devices
+        self.queues: dict[tuple[int, int], simpy.Store] = {}
+        for item in schedule.transfers:
+            pair = (item.src_device, item.dst_device)
+            if pair not in self.queues:
+                self.queues[pair] = simpy.Store(self.env)
+                self.env.process(self.link(self.queues[pair]))
+        for number in range(schedule.num_devices):
+            self.env.process(self.device(number))
+
+    def link(self, queue: simpy.Store) -> Generator[simpy.Event, object, None]:
+        """Carries the transfers handed to it one at a time, in the order they were sent."""
+        env, hidden_bytes = self.env, self.cost.workload.hidden_bytes
         while True:
             index = yield queue.get()
-            item = schedule.transfers[index]
-            transfer_times[index][0] = env.now
-            yield env.timeout(cost.hardware.transfer_time_s(cost.workload.hidden_bytes(graph.tokens(item.cell))))
-            transfer_times[index][1] = env.now
-            arrived[index].succeed()
+            cell = self.schedule.transfers[index].cell
+            self.transfer_times[index][0] = env.now
+            yield env.timeout(self.cost.hardware.transfer_time_s(hidden_bytes(self.graph.tokens(cell))))
+            self.transfer_times[index][1] = env.now
+            self.arrived[index].succeed()
 
-    for item in schedule.transfers:
-        pair = (item.src_device, item.dst_device)
-        if pair not in queues:
-            queues[pair] = simpy.Store(env)
-            env.process(link(queues[pair]))
-
-    def device(number: int) -> Generator[simpy.Event, object, None]:
+    def device(self, number: int) -> Generator[simpy.Event, object, None]:
+        """Runs the device's steps in order; yields only to wait for a transfer or to send one."""
+        env, plan, arrived, start, end = self.env, self.plan, self.arrived, self.start, self.end
+        duration, incoming, outgoing = plan.duration, plan.incoming, plan.outgoing
         clock = 0.0
         for k in plan.device_steps[number]:
-            waits = plan.incoming.get(k)
+            waits = incoming.get(k)
             if waits:
                 yield arrived[waits[0]] if len(waits) == 1 else env.all_of([arrived[i] for i in waits])
-                clock = max(clock, max(transfer_times[i][1] for i in waits))
+                clock = max(clock, max(self.transfer_times[i][1] for i in waits))
             start[k] = clock
-            clock += plan.duration[k]
+            clock += duration[k]
             end[k] = clock
-            sends = plan.outgoing.get(k)
+            sends = outgoing.get(k)
             if sends:
                 yield env.timeout(max(0.0, clock - env.now))
                 for i in sends:
-                    item = schedule.transfers[i]
-                    queues[(item.src_device, item.dst_device)].put(i)
+                    item = self.schedule.transfers[i]
+                    self.queues[(item.src_device, item.dst_device)].put(i)
         yield env.timeout(max(0.0, clock - env.now))
-        finished[number] = True
-
-    for number in range(schedule.num_devices):
-        env.process(device(number))
-    env.run()
-    if not all(finished):
-        stuck = [d for d, done in enumerate(finished) if not done]
-        raise ScheduleError(f"devices {stuck} never finished: the schedule's transfers form a wait cycle")
-    return _result(schedule, graph, cost, plan, np.array(start), np.array(end), transfer_times)
+        self.finished[number] = True
 
 
 def _plan(schedule: Schedule, graph: CellGraph, cost: CostModel) -> _Plan:
