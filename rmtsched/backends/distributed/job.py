@@ -1,12 +1,13 @@
 """One rank's whole job once its process group is up: build the stage, run the plan, report.
 
 Both launchers (rmtsched's own, and ``torchrun`` through ``worker.py``) end up here, so a rank behaves the
-same however it was started. Every rank builds the full model from the same factory (same seed, same
-weights), then keeps only its stage through the model's optional ``slice_layers(layers)`` hook.
+same however it was started. Every rank builds its stage from the same factory (same seed, so the same
+weights as the one-process model), holding only its layers' weights and states when the model allows.
 """
 
 from __future__ import annotations
 
+import inspect
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,47 +54,60 @@ class RankReport:
 
 
 def build_stage_model(factory: ModelFactory, plan: RankPlan, device: torch.device) -> tuple[RecurrentModel, int, bool]:
-    """The model this rank runs, the global index of its local layer 0, and whether it holds every layer.
+    """The model this rank runs, the state row of its first layer, and whether it holds every layer.
 
-    With ``slice_layers`` the rank keeps only its stage's weights and states (local layer i is global layer
-    ``plan.layers.start + i``); without it the rank keeps the whole model and indexes it globally.
+    Models index layers globally; a stage model also says which layers it holds in ``layers`` (a range).
+    A factory that takes ``layers`` builds only the stage (the full model's weights for those layers, never
+    materialising the rest); otherwise the full model is built and cut with ``slice_layers(start, stop)``
+    when it has that hook, or kept whole.
     """
-    model = factory(device=device)
+    if _accepts_layers(factory):
+        model = factory(device=device, layers=plan.layers)
+    else:
+        model = factory(device=device)
+        if getattr(model, "slice_layers", None) is not None:
+            model = model.slice_layers(plan.layers.start, plan.layers.stop)
     if model.num_layers != plan.num_layers:
-        raise SpecError(f"the model factory built {model.num_layers} layers, the schedule plans {plan.num_layers}")
+        raise SpecError(
+            f"the model factory built a {model.num_layers}-layer model, the schedule plans {plan.num_layers}"
+        )
     if bool(model.uses_previous_output) != plan.uses_previous_output:
         raise SpecError(
             f"the model's uses_previous_output is {model.uses_previous_output}, but the schedule was planned "
             f"for {plan.uses_previous_output}"
         )
-    slicer = getattr(model, "slice_layers", None)
-    if slicer is None:
-        return model, 0, True
-    stage = slicer(plan.layers)
-    if stage.num_layers != len(plan.layers):
-        raise SpecError(
-            f"slice_layers({plan.layers}) returned a model of {stage.num_layers} layers, expected {len(plan.layers)}"
-        )
-    return stage, plan.layers.start, False
+    held = getattr(model, "layers", range(model.num_layers))
+    if plan.layers.start < held.start or plan.layers.stop > held.stop:
+        raise SpecError(f"rank {plan.rank} needs layers {plan.layers} but its model holds {held}")
+    return model, plan.layers.start - held.start, held == range(plan.num_layers)
+
+
+def _accepts_layers(factory: ModelFactory) -> bool:
+    try:
+        return "layers" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def run_job(job: RankJob, device: torch.device, progress: Progress | None = None) -> RankReport:
     """Run the plan ``job.repeat`` times (fresh states each time, ranks aligned by a barrier before each)."""
     plan = job.plan
-    model, offset, holds_all = build_stage_model(job.model_factory, plan, device)
+    model, state_row, holds_all = build_stage_model(job.model_factory, plan, device)
     if plan.runs_first_layer and job.inputs is None:
         raise ValueError(f"rank {plan.rank} runs layer 0 but was given no inputs")
-    # Ranks without layer 0 never read inputs; the executor only takes the batch size from them.
-    inputs = job.inputs.to(device) if plan.runs_first_layer else torch.empty(job.batch_size, 0)
+    # Ranks without layer 0 never read inputs: a [batch, N, 0] stand-in carries the batch size and length.
+    num_tokens = sum(plan.segment_tokens)
+    inputs = job.inputs.to(device) if plan.runs_first_layer else torch.empty(job.batch_size, num_tokens, 0)
     distributed = dist.is_available() and dist.is_initialized()
     link_factory = (lambda on_wait: PeerLink(plan, device, on_wait=on_wait)) if plan.world_size > 1 else None
-    executor = StageExecutor(model, plan, layer_offset=offset, link_factory=link_factory, progress=progress)
+    executor = StageExecutor(model, plan, state_row=state_row, link_factory=link_factory, progress=progress)
     times, sink, state = [], SegmentSink(), {}
     for repeat in range(job.repeat):
         if distributed:
             dist.barrier()
         sink = SegmentSink(keep_outputs=job.keep_outputs and repeat == job.repeat - 1)
-        run_times, state = executor.run(inputs, sink)
+        with torch.inference_mode():
+            run_times, state = executor.run(inputs, sink)
         times.append(run_times)
     if distributed:
         dist.barrier()

@@ -15,19 +15,15 @@ from dataclasses import dataclass
 from rmtsched.errors import ScheduleError
 from rmtsched.sched import Cell, CellGraph, Schedule, validate
 
-# A run: cells of one step on consecutive layers whose segments have equal token counts, so their hidden
-# states stack into one ``[w, batch, tokens, d]`` tensor for one ``forward_layers`` call.
-Run = tuple[Cell, ...]
-
 
 @dataclass(frozen=True)
 class RankPlan:
     """One rank's share of a schedule.
 
-    ``steps`` holds (global step index, runs) in schedule order; ``sends`` maps a cell to the ranks that need
-    its output; ``recvs`` maps a source rank to the cells it sends here, in the order it sends them (the
-    order of their steps in the schedule), which both ends compute identically, so no message names a cell.
-    ``keep`` lists the cells whose output a later local step reads.
+    ``steps`` holds (global step index, the step's cells sorted by layer) in schedule order; ``sends`` maps
+    a cell to the ranks that need its output; ``recvs`` maps a source rank to the cells it sends here, in
+    the order it sends them (the order of their steps in the schedule), which both ends compute
+    identically, so no message needs to name its cell.
     """
 
     rank: int
@@ -35,10 +31,9 @@ class RankPlan:
     num_layers: int
     segment_tokens: tuple[int, ...]
     layers: range
-    steps: tuple[tuple[int, tuple[Run, ...]], ...]
+    steps: tuple[tuple[int, tuple[Cell, ...]], ...]
     sends: Mapping[Cell, tuple[int, ...]]
     recvs: Mapping[int, tuple[Cell, ...]]
-    keep: frozenset[Cell]
     uses_previous_output: bool
 
     @property
@@ -100,14 +95,12 @@ def build_plans(schedule: Schedule, graph: CellGraph, world_size: int, uses_prev
     transfers = {(t.cell, t.src_device, t.dst_device) for t in schedule.transfers}
     sends: list[dict[Cell, list[int]]] = [{} for _ in range(world_size)]
     channel: dict[tuple[int, int], list[Cell]] = {}
-    keep: list[set[Cell]] = [set() for _ in range(world_size)]
     for cell in graph.cells():
         source = data_source(cell, graph.num_layers, uses_previous_output)
         if source is None:
             continue
         src, dst = owners[source.layer], owners[cell.layer]
         if src == dst:
-            keep[dst].add(source)
             continue
         if (source, src, dst) not in transfers:
             raise ScheduleError(
@@ -124,7 +117,7 @@ def build_plans(schedule: Schedule, graph: CellGraph, world_size: int, uses_prev
             segment_tokens=graph.segment_tokens,
             layers=_owned_range(owners, rank),
             steps=tuple(
-                (index, split_runs(step.cells, graph, index))
+                (index, sorted_step(step.cells, index))
                 for index, step in enumerate(schedule.steps)
                 if step.device == rank
             ),
@@ -134,18 +127,14 @@ def build_plans(schedule: Schedule, graph: CellGraph, world_size: int, uses_prev
                 for (src, dst), cells in sorted(channel.items())
                 if dst == rank
             },
-            keep=frozenset(keep[rank]),
             uses_previous_output=uses_previous_output,
         )
         for rank in range(world_size)
     ]
 
 
-def split_runs(cells: tuple[Cell, ...], graph: CellGraph, index: int) -> tuple[Run, ...]:
-    """Cut a step into runs of consecutive layers with equal segment lengths (one batched call each).
-
-    Batch invariance makes the cut invisible in the bits: a cell gives the same output alone or in a run.
-    """
+def sorted_step(cells: tuple[Cell, ...], index: int) -> tuple[Cell, ...]:
+    """A step's cells by layer (the order outputs are sent in); a layer may appear only once per step."""
     ordered = sorted(cells)
     for left, right in itertools.pairwise(ordered):
         if left.layer == right.layer:
@@ -153,13 +142,7 @@ def split_runs(cells: tuple[Cell, ...], graph: CellGraph, index: int) -> tuple[R
                 f"step {index} runs layer {left.layer} twice ({tuple(left)} and {tuple(right)}): "
                 "a layer's state can only advance one segment per step"
             )
-    runs: list[list[Cell]] = []
-    for cell in ordered:
-        if runs and runs[-1][-1].layer + 1 == cell.layer and graph.tokens(runs[-1][-1]) == graph.tokens(cell):
-            runs[-1].append(cell)
-        else:
-            runs.append([cell])
-    return tuple(tuple(run) for run in runs)
+    return tuple(ordered)
 
 
 def _owned_range(owners: list[int], rank: int) -> range:

@@ -1,6 +1,7 @@
 """A toy layer-recurrent model implementing the RecurrentModel protocol, to test the distributed machinery
 apart from ARMT: per-layer state h_l (a running summary of the segment), optional global memory tokens, an
-optional slice_layers hook, and injectable faults (raise, exit, hang) at a chosen cell.
+optional slice_layers hook (same convention as the built-in models: a slice keeps global layer indices and
+says which layers it holds in ``layers``), and injectable faults (raise, exit, hang) at a chosen cell.
 """
 
 from __future__ import annotations
@@ -49,16 +50,13 @@ class ToyRecurrentModel:
         self.mix = randn(num_layers, d_model, d_model, scale=d_model**-0.5)
         self.memory = randn(max(mem_tokens, 1), d_model, scale=1.0)[:mem_tokens]
         self.fault = fault
-        self.layer_offset = 0
+        self.layers = range(num_layers)
         self._seen = [0] * num_layers
 
     def init_state(self, batch_size: int) -> LayerState:
         self._seen = [0] * self.num_layers
-        return {
-            "h": torch.zeros(
-                self.num_layers, batch_size, self.weight.shape[-1], dtype=self.weight.dtype, device=self.weight.device
-            )
-        }
+        width, d_model = len(self.layers), self.weight.shape[-1]
+        return {"h": torch.zeros(width, batch_size, d_model, dtype=self.weight.dtype, device=self.weight.device)}
 
     def segment_input(self, segment: int, inputs: torch.Tensor, previous_output: torch.Tensor | None) -> torch.Tensor:
         tokens = self.embedding[inputs] if not inputs.is_floating_point() else inputs.to(self.embedding.dtype)
@@ -71,7 +69,7 @@ class ToyRecurrentModel:
     def forward_layers(self, hidden: torch.Tensor, layers: range, state: LayerState) -> torch.Tensor:
         self._maybe_fail(layers)
         width, batch, tokens, d_model = hidden.shape
-        stage = slice(layers.start, layers.stop)
+        stage = slice(layers.start - self.layers.start, layers.stop - self.layers.start)
         pre = torch.matmul(hidden.reshape(width, batch * tokens, d_model), self.weight[stage])
         carry = torch.matmul(state["h"][stage], self.mix[stage])
         out = hidden + torch.tanh(pre.reshape(width, batch, tokens, d_model) + carry.unsqueeze(2))
@@ -82,19 +80,17 @@ class ToyRecurrentModel:
         start = self.mem_tokens if self.uses_previous_output else 0
         return hidden[:, start : hidden.shape[1] - self.mem_tokens]
 
-    def slice_layers(self, layers: range) -> ToyRecurrentModel:
+    def slice_layers(self, start: int, stop: int) -> ToyRecurrentModel:
         stage = object.__new__(ToyRecurrentModel)
         stage.__dict__.update(self.__dict__)
-        stage.num_layers = len(layers)
-        stage.weight = self.weight[layers.start : layers.stop].clone()
-        stage.mix = self.mix[layers.start : layers.stop].clone()
-        stage.layer_offset = self.layer_offset + layers.start
-        stage._seen = [0] * len(layers)
+        stage.layers = range(start, stop)
+        stage.weight = self.weight[start - self.layers.start : stop - self.layers.start].clone()
+        stage.mix = self.mix[start - self.layers.start : stop - self.layers.start].clone()
         return stage
 
     def _maybe_fail(self, layers: range) -> None:
         for layer in layers:
-            cell = (layer + self.layer_offset, self._seen[layer])
+            cell = (layer, self._seen[layer])
             self._seen[layer] += 1
             if self.fault is None or cell != tuple(self.fault[1:]):
                 continue

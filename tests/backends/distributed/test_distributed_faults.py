@@ -87,7 +87,10 @@ def test_a_rank_that_never_answers_is_blamed_after_the_timeout():
 
 def test_a_setup_error_in_the_ranks_is_reported_not_hung():
     layout = SimpleNamespace(num_layers=NUM_LAYERS + 1, segment_len=SEGMENT_LEN, dependency_rule="layer_local")
-    with pytest.raises(DistributedError, match="failed at setup: SpecError: the model factory built 5 layers"):
+    with pytest.raises(
+        DistributedError,
+        match="failed at setup: SpecError: the model factory built a 5-layer model, the schedule plans 6",
+    ):
         run_pipelined(factory(), inputs(), num_procs=2, layout=layout, timeout_s=20)
     assert forkserver_children() == []
 

@@ -8,7 +8,7 @@ import torch
 from dist_toy_model import ToyRecurrentModel, reference_run
 
 from rmtsched.backends.distributed.executor import StageExecutor
-from rmtsched.backends.distributed.plan import build_plans, split_runs
+from rmtsched.backends.distributed.plan import build_plans, sorted_step
 from rmtsched.backends.distributed.sink import SegmentSink, outputs_sha256
 from rmtsched.errors import ScheduleError
 from rmtsched.sched import Cell, Schedule, Step, Transfer, build_cell_graph, make_schedule, split_segments
@@ -34,7 +34,6 @@ def test_pipelined_plan_gives_each_rank_one_stage_and_a_channel_in_segment_order
     assert plans[0].sends == {Cell(1, s): (1,) for s in range(5)}
     assert plans[1].recvs == {0: tuple(Cell(1, s) for s in range(5))}
     assert plans[0].recvs == {} and plans[1].sends == {}
-    assert plans[0].keep == frozenset(Cell(0, s) for s in range(5))
 
 
 def test_global_memory_plan_sends_the_last_layer_back_to_rank_zero():
@@ -71,12 +70,10 @@ def test_a_model_reading_its_previous_output_needs_the_transfer():
         build_plans(make_schedule(graph, "pipelined", num_devices=2), graph, 2, uses_previous_output=True)
 
 
-def test_runs_split_at_layer_gaps_and_at_a_short_segment():
-    graph = build_cell_graph(5, segment_tokens=(5, 5, 3))
-    cells = (Cell(4, 0), Cell(0, 2), Cell(2, 0), Cell(1, 1))
-    assert split_runs(cells, graph, 0) == ((Cell(0, 2),), (Cell(1, 1), Cell(2, 0)), (Cell(4, 0),))
-    with pytest.raises(ScheduleError, match="runs layer 1 twice"):
-        split_runs((Cell(1, 0), Cell(1, 1)), graph, 7)
+def test_steps_are_sorted_by_layer_and_a_layer_runs_once_per_step():
+    assert sorted_step((Cell(4, 0), Cell(0, 2), Cell(2, 0)), 0) == (Cell(0, 2), Cell(2, 0), Cell(4, 0))
+    with pytest.raises(ScheduleError, match="step 7 runs layer 1 twice"):
+        sorted_step((Cell(1, 0), Cell(1, 1)), 7)
 
 
 @pytest.mark.parametrize("scheduler", ["sequential", "diagonal", "greedy"])
@@ -88,7 +85,7 @@ def test_one_rank_executor_is_bit_exact_with_the_reference_loop(scheduler, globa
     graph = graph_for(model, 23)
     (plan,) = build_plans(make_schedule(graph, scheduler), graph, 1, uses_previous_output=global_memory)
     sink = SegmentSink(keep_outputs=True)
-    _, state = StageExecutor(model, plan, layer_offset=0, link_factory=None).run(inputs, sink)
+    _, state = StageExecutor(model, plan, state_row=0, link_factory=None).run(inputs, sink)
     assert all(torch.equal(sink.outputs[s], expected[s]) for s in range(graph.num_segments))
     assert torch.equal(state["h"], expected_state["h"])
     assert sink.sha256() == outputs_sha256(expected)
