@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from exact_rows import AlignedRowMatmul  # examples/exact_rows.py: row-exact GEMMs
 
 from rmtsched.backends.protocol import LayerState
-from rmtsched.backends.torch import RowMatmul
 from rmtsched.backends.torch.kernels import rms_norm, silu_mul
 from rmtsched.specs.cost import KernelWork
 
@@ -87,7 +87,7 @@ class GatedLinearRecurrence:
         self.segment_len = config.segment_len
         self.dtype = dtype
         self.params = init_params(config, seed, dtype)
-        self.matmul = RowMatmul("auto")  # every row gets the bits of the width-1 GEMM
+        self.matmul = AlignedRowMatmul("auto")  # every row gets the bits of the width-1 GEMM
 
     def init_state(self, batch_size: int) -> LayerState:
         c = self.config

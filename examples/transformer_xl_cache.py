@@ -13,10 +13,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+from exact_rows import AlignedRowMatmul, attention_rows  # examples/exact_rows.py: row-exact GEMMs, SDPA
 
 from rmtsched.backends.protocol import LayerState
-from rmtsched.backends.torch import RowMatmul
 from rmtsched.backends.torch.kernels import rms_norm, rotary_apply, rotary_tables, silu_mul
 from rmtsched.specs.cost import KernelWork
 
@@ -81,7 +80,7 @@ class TransformerXLCache:
         self.segment_len = config.segment_len
         self.dtype = dtype
         self.params = init_params(config, seed, dtype)
-        self.matmul = RowMatmul("auto")  # every row gets the bits of the width-1 GEMM
+        self.matmul = AlignedRowMatmul("auto")  # every row gets the bits of the width-1 GEMM
 
     def init_state(self, batch_size: int) -> LayerState:
         c = self.config
@@ -131,13 +130,8 @@ class TransformerXLCache:
         q = rotary_apply(q, cos[cached:], sin[cached:]).transpose(2, 3)
         k = rotary_apply(kv[..., :heads, :], cos, sin).transpose(2, 3)
         v = kv[..., heads:, :].transpose(2, 3)
-        mask = attention_mask(valid, cached, n)  # [w, n, T + n]
-        out = x.new_empty(w, batch, n, heads, hd)
-        # One SDPA call per row: SDPA over stacked rows is not batch-invariant, the per-row call is.
-        rows_of = (t.unbind(0) for t in (q, k, v, mask, out))
-        for qi, ki, vi, mi, oi in zip(*rows_of, strict=True):
-            oi.copy_(F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mi).transpose(1, 2))
-        return out.view(w, batch * n, d)
+        out = attention_rows(q, k, v, attention_mask(valid, cached, n))  # [w, B, H, n, hd]
+        return out.transpose(2, 3).reshape(w, batch * n, d)
 
     def cell_kernels(self, tokens: int) -> list[KernelWork]:
         return xl_cell_kernels(self.config, tokens, self.params["wq"].element_size())
