@@ -24,7 +24,7 @@ from rmtsched.backends.torch.executor import StepRunner
 from rmtsched.sched import Cell
 
 # progress(step index, phase, peer, cell): called when the rank starts computing a step or blocks on a peer.
-Progress = Callable[[int, str, int, Cell], None]
+Progress = Callable[[int, str, int, Cell | None], None]
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class StageExecutor:
         self.link_factory = link_factory
         self.progress = progress or (lambda index, phase, peer, cell: None)
         self._source_rank = {cell: src for src, cells in plan.recvs.items() for cell in cells}
-        self._index = -1
+        self._index, self._cell = -1, None
 
     def run(self, inputs: torch.Tensor, sink: SegmentSink) -> tuple[StageTimes, LayerState]:
         """One pass over the plan from fresh states; returns the times and this rank's final layer states.
@@ -76,7 +76,7 @@ class StageExecutor:
             if link is not None:
                 link.prefetch()
             for index, cells in self.plan.steps:
-                self._index = index
+                self._index, self._cell = index, cells[0]
                 where = f"step {index} (cells {[tuple(c) for c in cells]})"
                 self.progress(index, "compute", self.plan.rank, cells[0])
                 self._receive_inputs(cells, runner, link)
@@ -111,7 +111,8 @@ class StageExecutor:
             link.prefetch()
 
     def _on_wait(self, phase: str, peer: int, cell: Cell) -> None:
-        self.progress(self._index, phase, peer, cell)
+        # After a wait the rank computes its step again: show the step's cell, not the one it waited for.
+        self.progress(self._index, phase, peer, self._cell if phase == "compute" else cell)
 
     def _own_state(self, state: LayerState) -> LayerState:
         """This rank's layers' final states, as host copies (the model may hold other layers' rows too)."""

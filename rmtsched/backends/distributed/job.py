@@ -93,6 +93,8 @@ def run_job(job: RankJob, device: torch.device, progress: Progress | None = None
     """Run the plan ``job.repeat`` times (fresh states each time, ranks aligned by a barrier before each)."""
     plan = job.plan
     model, state_row, holds_all = build_stage_model(job.model_factory, plan, device)
+    if progress is not None:
+        progress(-1, "setup", plan.rank, None)
     if plan.runs_first_layer and job.inputs is None:
         raise ValueError(f"rank {plan.rank} runs layer 0 but was given no inputs")
     # Ranks without layer 0 never read inputs: a [batch, N, 0] stand-in carries the batch size and length.

@@ -32,6 +32,7 @@ from rmtsched.sched import CellGraph, Schedule, build_cell_graph, make_schedule,
 _POLL_S = 0.1
 _KILL_GRACE_S = 2.0
 _BLAME_GRACE_S = 1.0
+_STARTUP_S = 60.0
 
 
 def run_pipelined(
@@ -209,8 +210,12 @@ def _watch(
                 raise _died(rank, processes[rank].exitcode, board)
         if secondary is not None and (time.monotonic() > blame_deadline or len(finished) == len(processes)):
             raise secondary
-        if len(reports) < len(processes) and board.idle_s() > timeout_s:
-            raise _stalled(board, timeout_s, [rank for rank in range(len(processes)) if rank not in reports])
+        unfinished = [rank for rank in range(len(processes)) if rank not in reports]
+        # Starting a process (importing torch, under spawn) is not a stall; it gets its own allowance.
+        starting = any(board.position(rank).phase == "starting" for rank in unfinished)
+        limit = max(timeout_s, _STARTUP_S) if starting else timeout_s
+        if unfinished and board.idle_s() > limit:
+            raise _stalled(board, limit, unfinished)
     return [reports[rank] for rank in range(len(processes))]
 
 

@@ -57,6 +57,7 @@ def child_main(
         timeout = datetime.timedelta(seconds=group_timeout_s)
         store = dist.TCPStore("127.0.0.1", store_port, world_size, is_master=False, timeout=timeout)
         dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+        board.mark(rank, "setup")
         report = run_job(
             job,
             rank_device(device, rank),
