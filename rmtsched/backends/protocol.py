@@ -22,9 +22,19 @@ LayerState = dict[str, torch.Tensor]
 class RecurrentModel(Protocol):
     """A layer-recurrent model the executors can run under any valid schedule.
 
+    ``num_layers`` is the model's total depth (the rows of the cell DAG); ``segment_len`` is T.
     ``dependency_rule`` names the cell DAG ("layer_local", "global_memory") or is a
     ``rmtsched.sched.DependencyRule``. ``uses_previous_output`` is True for global-memory models: the
     executor then passes the last layer's raw output of segment s-1 to ``segment_input`` of segment s.
+
+    Two optional members serve the distributed executor (a model without them is kept whole on every
+    process): ``layers`` (a ``range``, default ``range(num_layers)``) names the global layers this object
+    holds, and ``slice_layers(start, stop)`` returns a model holding only layers start..stop-1 (its own
+    weight copies and state rows). Layer indices passed to ``forward_layers`` are always GLOBAL; state
+    row i belongs to layer ``layers.start + i``.
+
+    Exactness: the executors give every schedule the same bits only if ``forward_layers`` is
+    batch-invariant; ``rmtsched.backends.torch.kernels`` and ``RowMatmul`` are building blocks that are.
     """
 
     num_layers: int
@@ -33,7 +43,8 @@ class RecurrentModel(Protocol):
     uses_previous_output: bool
 
     def init_state(self, batch_size: int) -> LayerState:
-        """The state every layer starts a sequence with (e.g. zero associative memories)."""
+        """The state the held layers start a sequence with (e.g. zero associative memories); each tensor
+        has one row per held layer in dim 0. Called once per sequence (batch) by the executor."""
         ...
 
     def segment_input(

@@ -9,8 +9,9 @@ Two kinds of kernel, chosen by what we measured on CPU with torch 2.13 (tests/ba
   vectorised and scalar-tail code paths round differently, and which elements hit the tail depends on
   the tensor size. We compose them from ``exp`` and exactly rounded arithmetic instead.
 * GEMMs and attention run as one library call per row (``torch.mm``, ``torch.bmm`` with the row's
-  batch, SDPA), i.e. exactly the call a width-1 step makes. MKL's batched GEMM (``torch.bmm`` over rows)
-  and SDPA over a stacked batch are NOT batch-invariant in general (fp64, odd shapes); ``RowMatmul``
+  batch, SDPA) on 64-byte-aligned operands, i.e. exactly the call a width-1 step makes. MKL's batched
+  GEMM (``torch.bmm`` over rows) and SDPA over a stacked batch are NOT batch-invariant in general
+  (fp64, odd shapes), and small GEMMs depend on operand alignment; ``RowMatmul`` (``rowmm.py``)
   batches a GEMM only where a one-time probe shows the batched call gives the per-row bits.
 """
 
@@ -21,11 +22,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from rmtsched.backends.torch.rowmm import RowMatmul, row_matmul
+from rmtsched.backends.torch.rowmm import RowMatmul, aligned, row_matmul
 
 __all__ = [
     "RowMatmul",
-    "assoc_numerator_denominator",
+    "aligned",
     "attention_rows",
     "dpfp",
     "dpfp_index",
@@ -101,7 +102,8 @@ def attention_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
     """
     gqa = q.shape[2] != k.shape[2]
     for qi, ki, vi, oi in zip(q.unbind(0), k.unbind(0), v.unbind(0), out.unbind(0), strict=True):
-        oi.copy_(F.scaled_dot_product_attention(qi, ki, vi, is_causal=True, enable_gqa=gqa))
+        result = F.scaled_dot_product_attention(aligned(qi), aligned(ki), aligned(vi), is_causal=True, enable_gqa=gqa)
+        oi.copy_(result)
     return out
 
 
@@ -131,16 +133,6 @@ def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """``F.normalize(x, dim=-1)``: ``x / max(||x||_2, eps)`` over the last dim."""
     norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(eps)
     return x / norm
-
-
-def assoc_numerator_denominator(
-    features: torch.Tensor, memory: torch.Tensor, matmul: RowMatmul
-) -> torch.Tensor:
-    """``phi @ [A | z]`` per row and batch element: ``[w, B, t, P] @ [w, B, P, d+1] -> [w, B, t, d+1]``.
-
-    Column d of the result is the normaliser ``z . phi``; columns 0..d-1 are ``A^T phi``.
-    """
-    return matmul.batched(features, memory)
 
 
 def attention_scale(head_dim: int) -> float:

@@ -1,0 +1,122 @@
+"""Shared pieces of the backend tests: random tiny model specs, random valid schedules, bitwise comparison.
+
+Specs span the exactness contract's space: layers 1..6, heads 1..4 with kv heads dividing them, d_model
+8..64 with an even head_dim, T 1..17, M 0..4, 1..9 segments with a short last one.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+from rmtsched.backends.torch import build_model, execute
+from rmtsched.sched import CellGraph, Schedule, Step, build_cell_graph, make_schedule, split_segments
+from rmtsched.specs.model import ModelSpec
+
+FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+DTYPES = (torch.float32, torch.float64)
+
+
+@st.composite
+def tiny_specs(draw: st.DrawFn, family: str) -> ModelSpec:
+    kv_heads = draw(st.integers(1, 4))
+    heads = kv_heads * draw(st.integers(1, 4 // kv_heads))
+    half_head = draw(st.integers(max(1, -(-4 // heads)), 32 // heads))
+    return ModelSpec(
+        name="hyp",
+        family=family,
+        num_layers=draw(st.integers(1, 6)),
+        d_model=heads * 2 * half_head,
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        mlp_dim=draw(st.integers(4, 96)),
+        vocab_size=37,
+        segment_len=draw(st.integers(1, 17)),
+        mem_tokens=draw(st.integers(0, 4)),
+        mem_key_dim=draw(st.integers(1, 8)),
+        dtype_bytes=4,
+    )
+
+
+@st.composite
+def sequence_lengths(draw: st.DrawFn, segment_len: int) -> int:
+    """1..9 segments; the last one is short whenever the draw allows it."""
+    segments = draw(st.integers(1, 9))
+    return segment_len * (segments - 1) + draw(st.integers(1, segment_len))
+
+
+def random_valid_schedule(graph: CellGraph, rng: random.Random) -> Schedule:
+    """Steps of random non-empty subsets of the ready cells, cells in random order within a step."""
+    remaining = {cell: len(graph.predecessors(cell)) for cell in graph.cells()}
+    ready = [cell for cell, count in remaining.items() if count == 0]
+    steps = []
+    while ready:
+        rng.shuffle(ready)
+        take = rng.randint(1, len(ready))
+        chosen, ready = ready[:take], ready[take:]
+        steps.append(Step(tuple(chosen)))
+        for cell in chosen:
+            for succ in graph.successors(cell):
+                remaining[succ] -= 1
+                if remaining[succ] == 0:
+                    ready.append(succ)
+    return Schedule(tuple(steps), scheduler="random")
+
+
+def every_schedule(graph: CellGraph, rng: random.Random) -> dict[str, Schedule]:
+    """Every registered scheduler (with width caps and device counts) plus two random valid schedules."""
+    big_l = graph.num_layers
+    schedules = {
+        "sequential": make_schedule(graph, "sequential"),
+        "diagonal": make_schedule(graph, "diagonal"),
+        "greedy": make_schedule(graph, "greedy"),
+    }
+    width = rng.randint(1, big_l)
+    schedules[f"diagonal/w{width}"] = make_schedule(graph, "diagonal", max_width=width)
+    schedules[f"greedy/w{width}"] = make_schedule(graph, "greedy", max_width=width)
+    devices = rng.randint(1, big_l)
+    schedules[f"pipelined/P{devices}"] = make_schedule(graph, "pipelined", num_devices=devices)
+    for index in range(2):
+        schedules[f"random{index}"] = random_valid_schedule(graph, rng)
+    return schedules
+
+
+def graph_for(model, num_tokens: int) -> CellGraph:
+    segments = split_segments(num_tokens, model.segment_len)
+    return build_cell_graph(model.num_layers, segment_tokens=segments, rule=model.dependency_rule)
+
+
+def random_inputs(spec: ModelSpec, batch: int, num_tokens: int, seed: int, embeddings: bool = False) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    if embeddings:
+        return torch.randn(batch, num_tokens, spec.d_model, generator=generator)
+    return torch.randint(0, spec.vocab_size, (batch, num_tokens), generator=generator)
+
+
+def assert_bitwise_equal(expected, got, label: str) -> None:
+    """Outputs, final state and last hidden state of two ``ExecutionResult``s are identical bits."""
+    assert len(expected.outputs) == len(got.outputs), label
+    for segment, (a, b) in enumerate(zip(expected.outputs, got.outputs, strict=True)):
+        assert torch.equal(a, b), f"{label}: segment {segment} output differs by {(a - b).abs().max().item():.3e}"
+    assert expected.final_state.keys() == got.final_state.keys(), label
+    for name, value in expected.final_state.items():
+        assert torch.equal(value, got.final_state[name]), f"{label}: final state {name!r} differs"
+    assert torch.equal(expected.last_hidden, got.last_hidden), f"{label}: last hidden state differs"
+
+
+__all__ = [
+    "DTYPES",
+    "FAST",
+    "assert_bitwise_equal",
+    "build_model",
+    "every_schedule",
+    "execute",
+    "graph_for",
+    "random_inputs",
+    "random_valid_schedule",
+    "sequence_lengths",
+    "tiny_specs",
+]
