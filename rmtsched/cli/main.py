@@ -22,7 +22,10 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(prog="rmtsched", description=__doc__)
+    parser = OneLineErrorParser(
+        prog="rmtsched",
+        description="Schedule, simulate and run layer-recurrent memory transformers (RMT, ARMT).",
+    )
     parser.add_argument("--version", action="version", version=f"rmtsched {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
     for module_info in sorted(pkgutil.iter_modules(rmtsched.cli.__path__), key=lambda m: m.name):
