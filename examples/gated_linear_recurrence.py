@@ -81,23 +81,26 @@ class GatedLinearRecurrence:
     dependency_rule = "layer_local"
     uses_previous_output = False
 
-    def __init__(self, config: GLRConfig, *, seed: int = 0, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self, config: GLRConfig, *, seed: int = 0, dtype: torch.dtype = torch.float32, device: str = "cpu"
+    ):
         self.config = config
         self.num_layers = config.num_layers
         self.segment_len = config.segment_len
-        self.dtype = dtype
-        self.params = init_params(config, seed, dtype)
+        self.dtype, self.device = dtype, torch.device(device)
+        # Drawn on the CPU, then moved: the same seed gives the same weights on every device.
+        self.params = {name: value.to(self.device) for name, value in init_params(config, seed, dtype).items()}
         self.matmul = AlignedRowMatmul("auto")  # every row gets the bits of the width-1 GEMM
 
     def init_state(self, batch_size: int) -> LayerState:
         c = self.config
         shape = (c.num_layers, batch_size, c.num_heads, c.key_dim, c.value_dim)
-        return {"S": torch.zeros(shape, dtype=self.dtype)}
+        return {"S": torch.zeros(shape, dtype=self.dtype, device=self.device)}
 
     def segment_input(self, segment: int, inputs: torch.Tensor, previous_output: torch.Tensor | None) -> torch.Tensor:
         if inputs.dtype in (torch.int32, torch.int64):
-            return self.params["embed"][inputs]
-        return inputs.to(self.dtype)
+            return self.params["embed"][inputs.to(self.device)]
+        return inputs.to(device=self.device, dtype=self.dtype)
 
     def segment_output(self, hidden: torch.Tensor) -> torch.Tensor:
         return rms_norm(hidden, self.params["final_norm"], self.config.norm_eps)
@@ -144,7 +147,7 @@ class GatedLinearRecurrence:
             b = log_decay[:, :, chunk].cumsum(dim=2)
             q_decayed = qc * b.exp()
             scores = mm.batched(q_decayed, (kc * b.neg().exp()).transpose(2, 3))
-            scores = scores * causal_mask(scores.shape[-1], scores.dtype)
+            scores = scores * causal_mask(scores.shape[-1], scores.dtype, scores.device)
             out[:, :, chunk] = mm.batched(scores, vc) + mm.batched(q_decayed, state)
             b_last = b[:, :, -1:]
             state.mul_(b_last.exp().transpose(2, 3))
@@ -161,9 +164,9 @@ def per_head(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(w, batch, n, heads, width // heads).transpose(2, 3).reshape(w, batch * heads, n, width // heads)
 
 
-def causal_mask(size: int, dtype: torch.dtype) -> torch.Tensor:
+def causal_mask(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Lower-triangular ones ``[size, size]``: token t reads tokens j <= t of its chunk."""
-    return torch.ones(size, size, dtype=dtype).tril_()
+    return torch.ones(size, size, dtype=dtype, device=device).tril_()
 
 
 def _gemm(name: str, m: int, k: int, n: int, nbytes: int, weights: bool = True) -> KernelWork:

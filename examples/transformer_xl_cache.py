@@ -74,25 +74,29 @@ class TransformerXLCache:
     dependency_rule = "layer_local"
     uses_previous_output = False
 
-    def __init__(self, config: XLConfig, *, seed: int = 0, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self, config: XLConfig, *, seed: int = 0, dtype: torch.dtype = torch.float32, device: str = "cpu"
+    ):
         self.config = config
         self.num_layers = config.num_layers
         self.segment_len = config.segment_len
-        self.dtype = dtype
-        self.params = init_params(config, seed, dtype)
+        self.dtype, self.device = dtype, torch.device(device)
+        # Drawn on the CPU, then moved: the same seed gives the same weights on every device.
+        self.params = {name: value.to(self.device) for name, value in init_params(config, seed, dtype).items()}
         self.matmul = AlignedRowMatmul("auto")  # every row gets the bits of the width-1 GEMM
 
     def init_state(self, batch_size: int) -> LayerState:
         c = self.config
+        cache_shape = (c.num_layers, batch_size, c.segment_len, c.d_model)
         return {
-            "cache": torch.zeros(c.num_layers, batch_size, c.segment_len, c.d_model, dtype=self.dtype),
-            "valid": torch.zeros(c.num_layers, dtype=torch.int64),
+            "cache": torch.zeros(cache_shape, dtype=self.dtype, device=self.device),
+            "valid": torch.zeros(c.num_layers, dtype=torch.int64, device=self.device),
         }
 
     def segment_input(self, segment: int, inputs: torch.Tensor, previous_output: torch.Tensor | None) -> torch.Tensor:
         if inputs.dtype in (torch.int32, torch.int64):
-            return self.params["embed"][inputs]
-        return inputs.to(self.dtype)
+            return self.params["embed"][inputs.to(self.device)]
+        return inputs.to(device=self.device, dtype=self.dtype)
 
     def segment_output(self, hidden: torch.Tensor) -> torch.Tensor:
         return rms_norm(hidden, self.params["final_norm"], self.config.norm_eps)

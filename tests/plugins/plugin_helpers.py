@@ -7,7 +7,7 @@ schedules every plug-in must run bit-exactly.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import math
 import random
 import sys
@@ -40,16 +40,12 @@ OPTION_VARIANTS = ({}, {"max_width": 2}, {"num_devices": 2})
 
 
 def load_example(name: str) -> ModuleType:
-    """Import ``examples/<name>.py`` as module ``rmtsched_example_<name>`` (cached in ``sys.modules``)."""
-    module_name = f"rmtsched_example_{name}"
+    """Import ``examples/<name>.py`` by its plain name, with ``examples/`` on ``sys.path``: the examples
+    import their shared helper (``exact_rows``), and worker processes of the distributed executor must be
+    able to import a plug-in's factory by name."""
     if str(EXAMPLES) not in sys.path:
-        sys.path.append(str(EXAMPLES))  # the examples import their shared helper, exact_rows.py
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # dataclasses look their module up while the class is built
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
+        sys.path.append(str(EXAMPLES))
+    return importlib.import_module(name)
 
 
 def random_valid_schedule(graph: CellGraph, rng: random.Random, num_devices: int = 1) -> Schedule:
