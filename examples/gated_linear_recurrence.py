@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from exact_rows import AlignedRowMatmul  # examples/exact_rows.py: row-exact GEMMs
 
 from rmtsched.backends.protocol import LayerState
+from rmtsched.backends.torch import RowMatmul
 from rmtsched.backends.torch.kernels import rms_norm, silu_mul
 from rmtsched.specs.cost import KernelWork
 
@@ -90,7 +90,7 @@ class GatedLinearRecurrence:
         self.dtype, self.device = dtype, torch.device(device)
         # Drawn on the CPU, then moved: the same seed gives the same weights on every device.
         self.params = {name: value.to(self.device) for name, value in init_params(config, seed, dtype).items()}
-        self.matmul = AlignedRowMatmul("auto")  # every row gets the bits of the width-1 GEMM
+        self.matmul = RowMatmul("auto")  # every row gets the bits of the width-1 GEMM (aligned, per-row)
 
     def init_state(self, batch_size: int) -> LayerState:
         c = self.config

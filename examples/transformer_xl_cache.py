@@ -13,10 +13,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-from exact_rows import AlignedRowMatmul, attention_rows  # examples/exact_rows.py: row-exact GEMMs, SDPA
+import torch.nn.functional as F
 
 from rmtsched.backends.protocol import LayerState
-from rmtsched.backends.torch.kernels import rms_norm, rotary_apply, rotary_tables, silu_mul
+from rmtsched.backends.torch import RowMatmul
+from rmtsched.backends.torch.kernels import aligned, rms_norm, rotary_apply, rotary_tables, silu_mul
 from rmtsched.specs.cost import KernelWork
 
 
@@ -83,7 +84,7 @@ class TransformerXLCache:
         self.dtype, self.device = dtype, torch.device(device)
         # Drawn on the CPU, then moved: the same seed gives the same weights on every device.
         self.params = {name: value.to(self.device) for name, value in init_params(config, seed, dtype).items()}
-        self.matmul = AlignedRowMatmul("auto")  # every row gets the bits of the width-1 GEMM
+        self.matmul = RowMatmul("auto")  # every row gets the bits of the width-1 GEMM
 
     def init_state(self, batch_size: int) -> LayerState:
         c = self.config
@@ -134,8 +135,14 @@ class TransformerXLCache:
         q = rotary_apply(q, cos[cached:], sin[cached:]).transpose(2, 3)
         k = rotary_apply(kv[..., :heads, :], cos, sin).transpose(2, 3)
         v = kv[..., heads:, :].transpose(2, 3)
-        out = attention_rows(q, k, v, attention_mask(valid, cached, n))  # [w, B, H, n, hd]
-        return out.transpose(2, 3).reshape(w, batch * n, d)
+        mask = attention_mask(valid, cached, n)
+        out = x.new_empty(w, batch, n, heads, hd)
+        # One SDPA call per row on 64-byte-aligned operands, i.e. exactly the width-1 call: SDPA over the
+        # stacked rows is not batch-invariant, and its result depends on where an operand starts.
+        for qi, ki, vi, mi, oi in zip(*(t.unbind(0) for t in (q, k, v, mask, out)), strict=True):
+            result = F.scaled_dot_product_attention(aligned(qi), aligned(ki), aligned(vi), attn_mask=mi)
+            oi.transpose(1, 2).copy_(result)
+        return out.view(w, batch * n, d)
 
     def cell_kernels(self, tokens: int) -> list[KernelWork]:
         return xl_cell_kernels(self.config, tokens, self.params["wq"].element_size())

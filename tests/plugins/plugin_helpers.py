@@ -40,9 +40,8 @@ OPTION_VARIANTS = ({}, {"max_width": 2}, {"num_devices": 2})
 
 
 def load_example(name: str) -> ModuleType:
-    """Import ``examples/<name>.py`` by its plain name, with ``examples/`` on ``sys.path``: the examples
-    import their shared helper (``exact_rows``), and worker processes of the distributed executor must be
-    able to import a plug-in's factory by name."""
+    """Import ``examples/<name>.py`` by its plain name, with ``examples/`` on ``sys.path``: worker processes
+    of the distributed executor must be able to import a plug-in's factory by name."""
     if str(EXAMPLES) not in sys.path:
         sys.path.append(str(EXAMPLES))
     return importlib.import_module(name)
