@@ -1,0 +1,30 @@
+"""Closing the loop between the simulator and the PyTorch backend.
+
+``calibrate`` times the backend's own kernels and steps and fits the simulator's ``HardwareSpec`` to them
+(``rmtsched calibrate``); ``compare`` runs every schedule on the backend and in the simulator and reports
+predicted against measured time (``rmtsched compare``). This is the one layer that imports both ``sim``
+and ``backends``.
+"""
+
+from rmtsched.calibrate.calibration import DEFAULT_PLAN, Calibration, Stage, calibrate, fit_plan, start_spec
+from rmtsched.calibrate.compare import Comparison, ScheduleComparison, compare
+from rmtsched.calibrate.device import Target, resolve_target
+from rmtsched.calibrate.fit import FitResult, fit_hardware
+from rmtsched.calibrate.measurement import Measurement
+
+__all__ = [
+    "DEFAULT_PLAN",
+    "Calibration",
+    "Comparison",
+    "FitResult",
+    "Measurement",
+    "ScheduleComparison",
+    "Stage",
+    "Target",
+    "calibrate",
+    "compare",
+    "fit_hardware",
+    "fit_plan",
+    "resolve_target",
+    "start_spec",
+]

@@ -1,0 +1,188 @@
+"""``calibrate``: run the microbenchmarks, fit the simulator's ``HardwareSpec`` stage by stage.
+
+A fitting plan is data: each ``Stage`` fits some spec fields to the measurements of some groups, starting
+from the previous stage's spec. Start values come from the measurements themselves (the best observed
+GEMM rate, the dispatch time, the streaming bandwidth), so the least-squares search starts near its answer.
+The fitted rates are effective ones: efficiencies are set to 1 and the rates carry them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rmtsched.calibrate.device import Target, describe_host, device_memory_bytes
+from rmtsched.calibrate.fit import MATMUL_RATE, FitResult, fit_hardware, get_field, relative_errors
+from rmtsched.calibrate.measurement import Measurement
+from rmtsched.calibrate.microbench import FULL_GRID, QUICK_GRID, Grid, benches
+from rmtsched.calibrate.run import run_benches
+from rmtsched.calibrate.timing import FULL, QUICK, TimingPolicy
+from rmtsched.specs.hardware import CPU_GENERIC, HardwareSpec
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Fit ``free`` fields to the measurements of ``groups``; ``prior`` pulls (in log space) toward the start."""
+
+    name: str
+    groups: tuple[str, ...]
+    free: tuple[str, ...]
+    prior: float = 1e-4
+
+
+DEFAULT_PLAN: tuple[Stage, ...] = (
+    Stage("bandwidth", ("stream",), ("memory_bandwidth_bytes_per_s",)),
+    Stage("kernels", ("kernel",), (MATMUL_RATE, "matmul_half_flops", "vector_flops_per_s", "launch_overhead_s")),
+    Stage("steps", ("step",), ("launch_overhead_s", MATMUL_RATE, "matmul_half_flops", "vector_flops_per_s")),
+)
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """What one stage fitted and how well the spec after it explains its measurements."""
+
+    name: str
+    free: tuple[str, ...]
+    values: dict[str, float]
+    measurements: int
+    iterations: int
+    median_abs_rel_error: float
+    max_abs_rel_error: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The fitted spec, the stages that made it, and every measurement behind it."""
+
+    hardware: HardwareSpec
+    stages: tuple[StageReport, ...]
+    measurements: tuple[Measurement, ...]
+    elapsed_s: float
+    host: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready: the spec, per-stage fits, and each measurement with the final prediction."""
+        errors = relative_errors(self.hardware, self.measurements)
+        return {
+            "hardware": self.hardware.to_dict(),
+            "host": self.host,
+            "elapsed_s": self.elapsed_s,
+            "stages": [vars(stage) | {"free": list(stage.free)} for stage in self.stages],
+            "measurements": [
+                m.to_dict() | {"predicted_s": m.measured_s * (1 + e), "rel_error": e}
+                for m, e in zip(self.measurements, errors, strict=True)
+            ],
+            **self.extra,
+        }
+
+
+def start_spec(measurements: Sequence[Measurement], target: Target, name: str) -> HardwareSpec:
+    """A spec whose rates are the best ones observed, so the fit starts close (efficiencies fixed at 1)."""
+    def best_rate(kernel_filter, amount) -> float | None:
+        rates = [
+            amount(m) * m.width / m.measured_s
+            for m in measurements
+            if all(kernel_filter(k) for k in m.kernels) and amount(m) > 0
+        ]
+        return max(rates) if rates else None
+
+    def flops(m: Measurement) -> float:
+        return sum(k.flops for k in m.kernels)
+
+    def moved(m: Measurement) -> float:
+        return sum(k.activation_bytes + k.weight_bytes for k in m.kernels)
+
+    matmul = best_rate(lambda k: k.matmul, flops) or 1e11
+    vector = best_rate(lambda k: not k.matmul, flops) or matmul / 10
+    stream = [m for m in measurements if m.group == "stream"]
+    bandwidth = max((moved(m) / m.measured_s for m in stream), default=2e10)
+    dispatch = [m.measured_s for m in measurements if m.name == "dispatch"]
+    launch = statistics.median(dispatch) if dispatch else 1e-5
+    return HardwareSpec(
+        name=name,
+        matmul_flops_per_s={target.dtype_name: matmul},
+        vector_flops_per_s=vector,
+        memory_bandwidth_bytes_per_s=bandwidth,
+        memory_bytes=device_memory_bytes(target),
+        launch_overhead_s=launch,
+        num_devices=_num_devices(target),
+        link_bandwidth_bytes_per_s=CPU_GENERIC.link_bandwidth_bytes_per_s,
+        link_latency_s=CPU_GENERIC.link_latency_s,
+        matmul_efficiency=1.0,
+        matmul_half_flops=matmul * launch,
+        vector_efficiency=1.0,
+        memory_efficiency=1.0,
+        memory_half_bytes=0.0,
+    )
+
+
+def _num_devices(target: Target) -> int:
+    if target.device.type == "cuda":
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return max(1, (os.cpu_count() or 1) // target.threads)
+
+
+def fit_plan(
+    measurements: Sequence[Measurement], start: HardwareSpec, plan: Sequence[Stage] = DEFAULT_PLAN
+) -> tuple[HardwareSpec, tuple[StageReport, ...]]:
+    """Run the stages in order, each starting from the spec the previous one fitted; stages whose groups
+    have no measurements are skipped."""
+    hardware, reports = start, []
+    for stage in plan:
+        chosen = [m for m in measurements if m.group in stage.groups]
+        if not chosen:
+            continue
+        dtype = next(iter(start.matmul_flops_per_s))
+        result: FitResult = fit_hardware(chosen, hardware, stage.free, ridge=stage.prior)
+        hardware = result.hardware
+        reports.append(StageReport(
+            name=stage.name,
+            free=stage.free,
+            values={name: get_field(hardware, name, dtype) for name in stage.free},
+            measurements=len(chosen),
+            iterations=result.iterations,
+            median_abs_rel_error=result.median_abs_rel_error,
+            max_abs_rel_error=result.max_abs_rel_error,
+        ))
+    return hardware, tuple(reports)
+
+
+def calibrate(
+    target: Target,
+    *,
+    quick: bool = False,
+    name: str | None = None,
+    grid: Grid | None = None,
+    policy: TimingPolicy | None = None,
+    plan: Sequence[Stage] = DEFAULT_PLAN,
+    progress: bool = True,
+) -> Calibration:
+    """Measure the backend on ``target`` and fit a ``HardwareSpec`` (``quick``: a few seconds, coarse)."""
+    started = time.perf_counter()
+    grid = grid or (QUICK_GRID if quick else FULL_GRID)
+    policy = policy or (QUICK if quick else FULL)
+    name = name or f"calibrated-{target.device.type}-{target.dtype_name}"
+    measurements = run_benches(benches(grid, target), target, policy, progress=progress)
+    start = start_spec(measurements, target, name)
+    hardware, stages = fit_plan(measurements, start, plan)
+    host = describe_host(target)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    summary = "; ".join(f"{s.name}: median |err| {100 * s.median_abs_rel_error:.1f}%" for s in stages)
+    notes = (
+        f"Fitted by `rmtsched calibrate{' --quick' if quick else ''}` on {host}, {target.dtype_name}, {stamp}. "
+        f"Rates are effective (efficiencies 1). {summary}. Link figures are cpu-generic's assumptions, "
+        "not measured."
+    )
+    hardware = hardware.replace(notes=notes)
+    return Calibration(hardware, stages, tuple(measurements), time.perf_counter() - started, host)
+
+
+__all__ = ["DEFAULT_PLAN", "Calibration", "Stage", "StageReport", "calibrate", "fit_plan", "start_spec"]

@@ -1,0 +1,74 @@
+"""A timed call of backend code, described in the simulator's own terms so the simulator can predict it.
+
+A ``Measurement`` pairs a wall time with the ``KernelWork`` list of ONE row of the call (one cell, or one
+layer's GEMM) and the call's width: the prediction is exactly what ``rmtsched.sim.CostModel`` charges a
+step of that many such cells, so fitting a ``HardwareSpec`` to measurements fits the simulator itself,
+whatever its cost formula is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from rmtsched.sim.cost import CostModel
+from rmtsched.sim.workload import Workload
+from rmtsched.specs.cost import KernelWork
+from rmtsched.specs.hardware import HardwareSpec
+
+
+@dataclass(frozen=True)
+class _Kernels:
+    """A picklable ``cell_kernels`` that returns the same kernels whatever the token count."""
+
+    kernels: tuple[KernelWork, ...]
+
+    def __call__(self, tokens: int) -> list[KernelWork]:
+        return list(self.kernels)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """``measured_s`` for a call of ``width`` rows, each doing ``kernels``, over ``layers`` distinct layers.
+
+    ``group`` says which fitting stage uses it ("kernel", "step", ...); ``layers`` (default: ``width``)
+    counts the distinct weight sets the call reads, as the cost model reads weights once per layer.
+    """
+
+    name: str
+    group: str
+    kernels: tuple[KernelWork, ...]
+    width: int
+    measured_s: float
+    dtype_bytes: int = 4
+    layers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.width <= 0:
+            raise ValueError(f"measurement {self.name!r}: width must be positive, got {self.width}")
+        if not self.kernels:
+            raise ValueError(f"measurement {self.name!r} has no kernels")
+        if not (self.measured_s > 0 and math.isfinite(self.measured_s)):
+            raise ValueError(
+                f"measurement {self.name!r}: measured_s must be positive and finite, got {self.measured_s}"
+            )
+
+    def predict_s(self, hardware: HardwareSpec) -> float:
+        """The simulator's time for this call on ``hardware`` (a step of ``width`` identical cells)."""
+        workload = Workload(self.name, self.width, _Kernels(self.kernels), self.dtype_bytes)
+        return CostModel(workload, hardware).step_time_s([1] * self.width, self.layers or self.width)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "group": self.group,
+            "width": self.width,
+            "layers": self.layers or self.width,
+            "measured_s": self.measured_s,
+            "flops": sum(k.flops for k in self.kernels) * self.width,
+            "kernels": [k.name for k in self.kernels],
+        }
+
+
+__all__ = ["Measurement"]

@@ -1,0 +1,86 @@
+"""``rmtsched compare``: every schedule on the real backend and in the simulator, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rmtsched.calibrate.compare import BASELINE, Comparison, compare
+from rmtsched.calibrate.device import DEVICES, DTYPES, resolve_target
+from rmtsched.cli.args import non_negative_int, positive_int
+from rmtsched.specs.hardware import available_hardware_specs, load_hardware_spec
+from rmtsched.specs.model import available_model_specs, load_model_spec
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare", help="run every schedule on the backend and in the simulator: predicted vs measured time"
+    )
+    parser.add_argument("--model", required=True, help=f"a JSON model spec file or one of {available_model_specs()}")
+    parser.add_argument("--seq-len", type=positive_int, required=True, help="tokens in the input sequence")
+    parser.add_argument(
+        "--hardware", required=True,
+        help=f"a JSON hardware spec (from calibrate) or one of {available_hardware_specs()}",
+    )
+    parser.add_argument("--device", default="cpu", help=f"one of {list(DEVICES)}")
+    parser.add_argument("--dtype", default=None, help=f"one of {sorted(DTYPES)} (default: fp32 on cpu, bf16 on cuda)")
+    parser.add_argument("--segment-len", type=positive_int, default=None, help="tokens per segment T")
+    parser.add_argument("--mem-tokens", type=non_negative_int, default=None, help="memory tokens M")
+    parser.add_argument("--schedule", action="append", default=None,
+                        help="a scheduler to compare (repeatable; default: every registered one)")
+    parser.add_argument("--max-width", type=positive_int, default=None, help="cap on cells per step")
+    parser.add_argument("--repeat", type=positive_int, default=3, help="timed runs per schedule (median)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON record per schedule (a list)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    target = resolve_target(args.device, args.dtype, args.threads)
+    spec = load_model_spec(args.model)
+    changes = {"segment_len": args.segment_len, "mem_tokens": args.mem_tokens}
+    spec = spec.replace(**{name: value for name, value in changes.items() if value is not None})
+    hardware = load_hardware_spec(args.hardware)
+    result = compare(
+        spec, hardware, args.seq_len, target, schedules=args.schedule, repeat=args.repeat,
+        max_width=args.max_width, seed=args.seed, progress=not args.no_progress,
+    )
+    print(json.dumps(result.records()) if args.json else format_comparison(result))
+    return 0
+
+
+def _time(seconds: float) -> str:
+    return f"{seconds:.3f} s" if seconds >= 1 else f"{seconds * 1e3:.1f} ms"
+
+
+def format_comparison(result: Comparison) -> str:
+    """A header, one row per schedule, the speedup line and the median error."""
+    spec, graph, target = result.spec, result.graph, result.target
+    header = (
+        f"{spec.name} on {target.device.type} ({target.dtype_name}, {target.threads} threads): {result.seq_len:,} "
+        f"tokens = {graph.num_segments:,} segments x {graph.num_layers} layers; hardware {result.hardware.name}; "
+        f"measured = median of {len(result.rows[0].measured_runs_s)} runs"
+    )
+    columns = ["schedule", "steps", "predicted", "measured", "error", "speedup pred", "speedup meas"]
+    rows = []
+    for row in result.rows:
+        predicted, measured = result.speedups(row)
+        rows.append([
+            row.schedule, f"{row.steps:,}", _time(row.predicted_s), _time(row.measured_s),
+            f"{100 * row.rel_error:+.1f}%",
+            f"{predicted:.2f}x" if predicted else "-", f"{measured:.2f}x" if measured else "-",
+        ])
+    widths = [max(len(col), *(len(r[i]) for r in rows)) for i, col in enumerate(columns)]
+    lines = [header, "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    diagonal = result.row("diagonal")
+    if diagonal is not None and result.row(BASELINE) is not None:
+        predicted, measured = result.speedups(diagonal)
+        lines.append(
+            f"diagonal vs sequential: predicted {predicted:.2f}x, measured {measured:.2f}x "
+            f"({100 * (predicted / measured - 1):+.1f}%)"
+        )
+    lines.append(f"median |error| over schedules: {100 * result.median_abs_rel_error:.1f}%")
+    return "\n".join(lines)
