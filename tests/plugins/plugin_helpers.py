@@ -35,7 +35,7 @@ from rmtsched.specs.hardware import load_hardware_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # Small counts: each example runs ~10 schedules of a tiny model; the whole folder stays well under 90 s.
-FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 OPTION_VARIANTS = ({}, {"max_width": 2}, {"num_devices": 2})
 
 
