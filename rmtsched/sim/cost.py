@@ -76,19 +76,26 @@ class CostModel:
 
     def step_time_s(self, cell_tokens: Sequence[int], num_layers: int | None = None) -> float:
         """A batched step over cells of ``cell_tokens`` tokens touching ``num_layers`` distinct layers
-        (default: one per cell): one launch per kernel, FLOPs and activations summed, weights per layer."""
+        (default: one per cell): one launch per kernel, FLOPs and activations summed, weights per layer.
+        A ``per_row`` kernel instead costs what it costs in each cell alone, summed over the cells."""
         distinct = len(cell_tokens) if num_layers is None else num_layers
+        per_row_s = 0.0
         flops: dict[tuple[str, int], float] = {}
         activations: dict[tuple[str, int], float] = {}
         weights: dict[tuple[str, int], float] = {}
         matmul: dict[tuple[str, int], bool] = {}
         for tokens in cell_tokens:
             for key, kernel in self.kernels(tokens):
+                if kernel.per_row:
+                    per_row_s += self.kernel_time_s(
+                        kernel.flops, kernel.weight_bytes + kernel.activation_bytes, kernel.matmul
+                    )
+                    continue
                 flops[key] = flops.get(key, 0.0) + kernel.flops
                 activations[key] = activations.get(key, 0.0) + kernel.activation_bytes
                 weights[key] = max(weights.get(key, 0.0), kernel.weight_bytes)
                 matmul[key] = kernel.matmul
-        return sum(
+        return per_row_s + sum(
             self.kernel_time_s(flops[key], activations[key] + distinct * weights[key], matmul[key]) for key in flops
         )
 

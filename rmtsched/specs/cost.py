@@ -17,6 +17,9 @@ class KernelWork:
     ``weight_bytes`` are the layer's parameters the kernel reads (read once per layer per step, however
     many tokens); ``activation_bytes`` are inputs/outputs/state the kernel reads and writes for this cell.
     ``matmul`` marks tensor-core work (peak matmul FLOP/s applies) versus elementwise/reduction work.
+    ``per_row`` marks a kernel a width-w step launches once per cell (a per-row loop kept for batch
+    invariance: SDPA per row, ``RowMatmul``'s row fallback), so batching amortises neither its launch
+    nor its efficiency ramp.
     """
 
     name: str
@@ -24,3 +27,4 @@ class KernelWork:
     weight_bytes: float = 0.0
     activation_bytes: float = 0.0
     matmul: bool = True
+    per_row: bool = False
