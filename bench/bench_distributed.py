@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import statistics
 import time
 
@@ -95,7 +96,7 @@ def main() -> None:
         )  # fmt: skip
         print(f"round {index}: sequential ({args.threads} threads) {seq_s:.3f} s, sequential (1 thread) "
               f"{seq1_s:.3f} s, pipelined ({args.procs} x 1 thread) {pipe_s:.3f} s, ratio {seq_s / pipe_s:.2f}x "
-              f"(vs 1 thread {seq1_s / pipe_s:.2f}x)", flush=True)  # fmt: skip
+              f"(vs 1 thread {seq1_s / pipe_s:.2f}x), load average {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
 
     ratios = [r["ratio"] for r in rounds]
     middle = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]["result"]

@@ -68,21 +68,21 @@ def test_a_rank_that_raises_mid_run_ends_every_rank_with_its_step():
     assert (error.kind, error.rank, error.step) == ("raised", 1, step)
     assert f"rank 1 failed at step {step}" in str(error) and "injected failure at cell (3, 2)" in str(error)
     assert "RuntimeError" in error.remote_traceback
-    assert elapsed < 10
+    assert elapsed < 20  # the timeout given to run_and_fail
 
 
 def test_a_rank_that_dies_ends_every_rank_and_is_named():
     error, elapsed = run_and_fail(("exit", 1, 3))
     assert (error.kind, error.rank, error.step) == ("died", 0, step_of(1, 3))
     assert "rank 0 exited (3) without a result" in str(error)
-    assert elapsed < 10
+    assert elapsed < 20
 
 
 def test_a_rank_that_never_answers_is_blamed_after_the_timeout():
     error, elapsed = run_and_fail(("hang", 4, 1), timeout_s=2.0)
     assert (error.kind, error.rank, error.step) == ("stalled", 1, step_of(4, 1))
     assert "no rank made progress for 2 s: rank 1 stopped answering" in str(error)
-    assert 2.0 <= elapsed < 8
+    assert 2.0 <= elapsed < 12  # timeout plus process start and teardown
 
 
 def test_a_setup_error_in_the_ranks_is_reported_not_hung():
