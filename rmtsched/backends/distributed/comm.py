@@ -112,7 +112,11 @@ class PeerLink:
         for work, _, dst, cell in self._sends:
             self._blocking_wait(work, "send", dst, cell)
         self._sends.clear()
-        leftover = {src: [tuple(c) for c in queue] for src, queue in self._queued.items() if queue}
+        leftover = {
+            src: [tuple(p.cell) for p in self._posted[src]] + [tuple(c) for c in queue]
+            for src, queue in self._queued.items()
+            if queue or self._posted[src]
+        }
         if leftover:
             raise RuntimeError(f"rank {self.plan.rank} never received planned outputs {leftover}")
 

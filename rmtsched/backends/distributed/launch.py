@@ -62,6 +62,13 @@ def run_pipelined(
     if threads_per_proc is None:
         threads_per_proc = max(1, torch.get_num_threads() // max(1, num_procs))
     _check_arguments(num_procs, device, threads_per_proc, timeout_s, repeat)
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() not in (2, 3) or inputs.shape[1] == 0:
+        shape = list(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+        raise DistributedError(
+            f"inputs must be token ids [batch, tokens] or embeddings [batch, tokens, d_model] with at least one "
+            f"token, got {shape}",
+            kind="config",
+        )
     layout = layout if layout is not None else model_factory(device=torch.device("cpu"))
     graph = build_cell_graph(
         layout.num_layers,

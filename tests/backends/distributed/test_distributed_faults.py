@@ -103,6 +103,7 @@ def test_a_setup_error_in_the_ranks_is_reported_not_hung():
         (dict(num_procs=2, device="cuda"), "2 processes on CUDA need 2 GPUs"),
         (dict(num_procs=2, device="tpu"), "device must be 'cpu' or 'cuda'"),
         (dict(num_procs=2, timeout_s=0), "timeout must be positive"),
+        (dict(num_procs=2, inputs=torch.zeros(1, 0, dtype=torch.long)), r"inputs must be token ids .* got \[1, 0\]"),
     ],
 )
 def test_bad_configuration_fails_fast_before_any_process(options, message):
@@ -110,7 +111,8 @@ def test_bad_configuration_fails_fast_before_any_process(options, message):
         pytest.skip("this machine has two GPUs")
     start = time.monotonic()
     with pytest.raises(RmtschedError, match=message):
-        run_pipelined(factory(), inputs(), **options)
+        options = dict(options)
+        run_pipelined(factory(), options.pop("inputs", inputs()), **options)
     assert time.monotonic() - start < 2
 
 
