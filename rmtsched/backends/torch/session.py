@@ -1,0 +1,119 @@
+"""What ``rmtsched run`` and ``rmtsched verify`` share: building a model on a device, seeded inputs,
+a streaming output hash, peak memory, and the list of schedules to verify.
+
+Checkpoints load through ``rmtsched.backends.torch.checkpoint.load_model(path, spec, ...)`` when that
+module is installed; ``load_model`` receives ``dtype``/``device``/``seed`` if its signature takes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import resource
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from rmtsched.backends.torch.base import StackedModel
+from rmtsched.backends.torch.models import DTYPES, build_model, parse_dtype
+from rmtsched.errors import CheckpointError, SpecError
+from rmtsched.sched import CellGraph, Schedule, available_schedulers, make_schedule
+from rmtsched.specs.model import ModelSpec
+
+DEVICE_DTYPES = {"cpu": ("fp32", "fp64"), "cuda": ("fp32", "bf16", "fp16")}
+
+
+def resolve_device(device: str, dtype_name: str) -> tuple[torch.device, torch.dtype]:
+    """Check the device exists and supports the dtype (fp32/fp64 on CPU; fp32/bf16/fp16 on CUDA)."""
+    if device not in DEVICE_DTYPES:
+        raise SpecError(f"unknown device {device!r}: expected one of {sorted(DEVICE_DTYPES)}")
+    dtype = parse_dtype(dtype_name)
+    if dtype_name not in DEVICE_DTYPES[device]:
+        raise SpecError(f"dtype {dtype_name} is not supported on {device}: expected one of {DEVICE_DTYPES[device]}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SpecError("device 'cuda' requested but torch reports no CUDA device")
+    return torch.device(device), dtype
+
+
+def load_model(
+    spec: ModelSpec, *, checkpoint: Path | None, seed: int, dtype: torch.dtype, device: torch.device,
+    matmul: str = "auto",
+) -> StackedModel:
+    """A seeded random model, or one loaded from ``checkpoint`` by the checkpoint module."""
+    if checkpoint is None:
+        return build_model(spec, seed=seed, dtype=dtype, device=device, matmul=matmul)
+    try:
+        module = importlib.import_module("rmtsched.backends.torch.checkpoint")
+    except ModuleNotFoundError as exc:
+        raise CheckpointError(
+            f"cannot load checkpoint {str(checkpoint)!r}: checkpoint loading is not yet supported "
+            "(rmtsched.backends.torch.checkpoint is not installed)"
+        ) from exc
+    loader: Callable = module.load_model
+    offered = {"dtype": dtype, "device": device, "seed": seed}
+    accepted = inspect.signature(loader).parameters
+    return loader(checkpoint, spec, **{name: value for name, value in offered.items() if name in accepted})
+
+
+def random_token_ids(spec: ModelSpec, num_tokens: int, seed: int, batch_size: int = 1) -> torch.Tensor:
+    """Seeded token ids ``[batch, num_tokens]`` (on the CPU; the model moves each segment it embeds)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, spec.vocab_size, (batch_size, num_tokens), generator=generator)
+
+
+class OutputHash:
+    """sha256 of the segment outputs' bytes, fed incrementally in segment order (a streaming callback)."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self.segments = 0
+
+    def __call__(self, segment: int, output: torch.Tensor) -> None:
+        if segment != self.segments:
+            raise RuntimeError(f"segment {segment} arrived out of order (expected {self.segments})")
+        self._sha.update(output.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+        self.segments += 1
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    """(bytes, what they measure): the process's peak RSS on CPU, peak allocated tensor memory on CUDA."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak_kib * (1 if sys.platform == "darwin" else 1024), "process_peak_rss"
+
+
+def verification_schedules(graph: CellGraph) -> dict[str, Schedule]:
+    """Every registered scheduler with its default options, plus pipelined over every layer (P = L)."""
+    schedules = {name: make_schedule(graph, name) for name in available_schedulers()}
+    if "pipelined" in schedules and graph.num_layers > 1:
+        schedules[f"pipelined/P{graph.num_layers}"] = make_schedule(graph, "pipelined", num_devices=graph.num_layers)
+    if "diagonal" in schedules and graph.num_layers > 2:
+        schedules["diagonal/w2"] = make_schedule(graph, "diagonal", max_width=2)
+    return schedules
+
+
+def default_tolerance(device: torch.device, dtype: torch.dtype) -> float:
+    """The contract: bit-exact (0) on CPU; on CUDA a dtype-scaled bound (GPU libraries may batch differently)."""
+    if device.type == "cpu":
+        return 0.0
+    return {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}.get(dtype, 1e-4)
+
+
+__all__ = [
+    "DEVICE_DTYPES",
+    "DTYPES",
+    "OutputHash",
+    "default_tolerance",
+    "load_model",
+    "peak_memory",
+    "random_token_ids",
+    "resolve_device",
+    "verification_schedules",
+]
