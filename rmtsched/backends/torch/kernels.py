@@ -93,18 +93,28 @@ def rotary_apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 # -- attention ---------------------------------------------------------------------------------------
 
 
-def attention_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def attention_rows(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Causal grouped-query attention, one SDPA call per row (SDPA over stacked rows is not invariant).
 
     ``q`` is ``[w, batch, heads, tokens, head_dim]``, ``k``/``v`` ``[w, batch, kv_heads, tokens,
-    head_dim]``; the result is written to ``out`` ``[w, batch, heads, tokens, head_dim]``. The causal
-    mask covers segment and memory tokens alike.
+    head_dim]``. Returns ``[w, batch, tokens, heads * head_dim]`` (heads merged, ready for o_proj), or,
+    if ``out`` (q's shape) is given, writes the rows there and returns it. The causal mask covers
+    segment and memory tokens alike.
     """
     gqa = q.shape[2] != k.shape[2]
-    for qi, ki, vi, oi in zip(q.unbind(0), k.unbind(0), v.unbind(0), out.unbind(0), strict=True):
-        result = F.scaled_dot_product_attention(aligned(qi), aligned(ki), aligned(vi), is_causal=True, enable_gqa=gqa)
-        oi.copy_(result)
-    return out
+    rows = [
+        F.scaled_dot_product_attention(aligned(qi), aligned(ki), aligned(vi), is_causal=True, enable_gqa=gqa)
+        for qi, ki, vi in zip(q.unbind(0), k.unbind(0), v.unbind(0), strict=True)
+    ]
+    if out is not None:
+        for row, target in zip(rows, out.unbind(0), strict=True):
+            target.copy_(row)
+        return out
+    stacked = rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)
+    w, batch, heads, tokens, head_dim = stacked.shape
+    return stacked.transpose(2, 3).reshape(w, batch, tokens, heads * head_dim)
 
 
 # -- associative memory --------------------------------------------------------------------------------
@@ -125,7 +135,7 @@ def dpfp_index(key_dim: int, nu: int, device: torch.device) -> tuple[torch.Tenso
 
 def dpfp(key: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     """DPFP-nu feature map: ``x = [relu(k), relu(-k)]``, ``phi = x[left] * x[right]``."""
-    x = torch.cat((F.relu(key), F.relu(-key)), dim=-1)
+    x = torch.cat((key, -key), dim=-1).relu_()
     return x.index_select(-1, left).mul_(x.index_select(-1, right))
 
 

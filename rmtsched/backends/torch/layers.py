@@ -56,8 +56,7 @@ def llama_layers(
     q = qk[..., :heads, :].transpose(2, 3)
     k = qk[..., heads:, :].transpose(2, 3)
     v = qkv[..., heads + kv_heads :, :].transpose(2, 3)
-    attn = hidden.new_empty(w, batch, n, heads, hd)
-    attention_rows(q, k, v, attn.transpose(2, 3))
+    attn = attention_rows(q, k, v)
     out = matmul.linear(attn.view(w, batch * n, heads * hd), params["wo"][rows])
     hidden = hidden + out.view(w, batch, n, d)
 
