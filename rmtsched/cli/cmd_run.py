@@ -22,6 +22,7 @@ from rmtsched.backends.torch.session import (
     peak_memory,
     random_token_ids,
     resolve_device,
+    warm_up,
 )
 from rmtsched.cli.args import non_negative_int, positive_int
 from rmtsched.errors import RmtschedError
@@ -55,6 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--devices", type=positive_int, default=1, help="pipeline stages P (run in one process)")
     parser.add_argument("--max-width", type=positive_int, default=None, help="cap on cells per step")
     parser.add_argument("--repeat", type=positive_int, default=1, help="runs R; the median wall time is reported")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help="skip the untimed warm-up on a short prefix (one-time GEMM probes, allocator)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=run)
 
@@ -67,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     schedule = make_schedule(graph, args.schedule, max_width=args.max_width, num_devices=args.devices)
     model = load_model(spec, checkpoint=args.checkpoint, seed=args.seed, dtype=dtype, device=device, matmul=args.gemm)
     inputs = random_token_ids(spec, args.seq_len, args.seed)
+    if args.warmup:
+        warm_up(model, schedule, args.seq_len)
     walls, hashes = [], []
     for repeat in range(args.repeat):
         digest = OutputHash()

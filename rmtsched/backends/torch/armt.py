@@ -83,7 +83,7 @@ class ARMTModel(StackedModel):
 
     def _read(self, hidden: torch.Tensor, rows: slice, assoc: torch.Tensor) -> torch.Tensor:
         w, batch, n, d = hidden.shape
-        query = self.matmul.linear(hidden.view(w, batch * n, d), self.params["mem_wq"][rows])
+        query = self.matmul.linear(hidden.reshape(w, batch * n, d), self.params["mem_wq"][rows])
         phi = self._features(query).view(w, batch, n, -1)
         num_den = self.matmul.batched(phi, assoc)
         return num_den[..., :d] / (num_den[..., d:] + READ_EPS)

@@ -38,7 +38,9 @@ class ExecutionStats:
 @dataclass(frozen=True)
 class ExecutionResult:
     """Final per-layer state, the segment outputs (if collected), the last segment's raw last-layer
-    output ``[B, tokens, d]`` (memory tokens included: RMT's final memory lives there), and stats."""
+    output ``[B, tokens, d]`` (memory tokens included: RMT's final memory lives there), and stats.
+
+    Tensors were made under ``torch.inference_mode``: read them freely, ``clone()`` one to modify it."""
 
     final_state: LayerState
     outputs: list[torch.Tensor] | None
@@ -78,7 +80,10 @@ class StepRunner:
                 f"one token, got shape {list(inputs.shape)}"
             )
         self.model = model
-        self.inputs = inputs
+        # One copy to the model's device up front: a per-segment copy from pageable host memory would
+        # block the host on CUDA, i.e. synchronise inside the step loop.
+        device = getattr(model, "device", None)
+        self.inputs = inputs if device is None else inputs.to(device)
         self.segment_tokens = split_segments(int(inputs.shape[1]), model.segment_len)
         self.starts = [0]
         for tokens in self.segment_tokens:

@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 
 from rmtsched.backends.torch.base import StackedModel
+from rmtsched.backends.torch.executor import execute
 from rmtsched.backends.torch.models import DTYPES, build_model, parse_dtype
 from rmtsched.errors import CheckpointError, SpecError
-from rmtsched.sched import CellGraph, Schedule, available_schedulers, make_schedule
+from rmtsched.sched import CellGraph, Schedule, available_schedulers, build_cell_graph, make_schedule, split_segments
 from rmtsched.specs.model import ModelSpec
 
 DEVICE_DTYPES = {"cpu": ("fp32", "fp64"), "cuda": ("fp32", "bf16", "fp16")}
@@ -99,6 +100,23 @@ def verification_schedules(graph: CellGraph) -> dict[str, Schedule]:
     return schedules
 
 
+def warm_up(model: StackedModel, schedule: Schedule, seq_len: int) -> None:
+    """Run the same scheduler on a short prefix (L + 1 segments plus the short tail, if any), untimed.
+
+    That covers every step width and token count the full run will use, so ``RowMatmul``'s one-time
+    probes, the allocator and the thread pools are ready before anything is timed.
+    """
+    spec = model.spec
+    tail = seq_len % spec.segment_len
+    prefix = min(seq_len, (spec.num_layers + 1) * spec.segment_len + tail)
+    graph = build_cell_graph(
+        spec.num_layers, segment_tokens=split_segments(prefix, spec.segment_len), rule=spec.dependency_rule
+    )
+    options = {"max_width": schedule.options.get("max_width"), "num_devices": schedule.num_devices}
+    execute(model, random_token_ids(spec, prefix, seed=0), make_schedule(graph, schedule.scheduler, **options),
+            collect_outputs=False)
+
+
 def default_tolerance(device: torch.device, dtype: torch.dtype) -> float:
     """The contract: bit-exact (0) on CPU; on CUDA a dtype-scaled bound (GPU libraries may batch differently)."""
     if device.type == "cpu":
@@ -116,4 +134,5 @@ __all__ = [
     "random_token_ids",
     "resolve_device",
     "verification_schedules",
+    "warm_up",
 ]
