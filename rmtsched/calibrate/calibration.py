@@ -8,6 +8,7 @@ The fitted rates are effective ones: efficiencies are set to 1 and the rates car
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import statistics
@@ -21,7 +22,7 @@ from rmtsched.calibrate.fit import MATMUL_RATE, FitResult, fit_hardware, get_fie
 from rmtsched.calibrate.measurement import Measurement
 from rmtsched.calibrate.microbench import FULL_GRID, QUICK_GRID, Grid, benches
 from rmtsched.calibrate.run import run_benches
-from rmtsched.calibrate.timing import FULL, QUICK, TimingPolicy
+from rmtsched.calibrate.timing import FULL, QUICK, TimingPolicy, clock
 from rmtsched.specs.hardware import CPU_GENERIC, HardwareSpec
 
 
@@ -164,11 +165,17 @@ def calibrate(
     policy: TimingPolicy | None = None,
     plan: Sequence[Stage] = DEFAULT_PLAN,
     progress: bool = True,
+    clock_name: str = "wall",
 ) -> Calibration:
-    """Measure the backend on ``target`` and fit a ``HardwareSpec`` (``quick``: a few seconds, coarse)."""
+    """Measure the backend on ``target`` and fit a ``HardwareSpec`` (``quick``: a few seconds, coarse).
+
+    ``clock_name`` "process" times CPU time instead of wall time (one thread on a shared machine).
+    """
+    clock(clock_name, target.device, target.threads)  # reject a clock that cannot time this target
     started = time.perf_counter()
     grid = grid or (QUICK_GRID if quick else FULL_GRID)
-    policy = policy or (QUICK if quick else FULL)
+    policy = dataclasses.replace(policy or (QUICK if quick else FULL), clock=clock_name)
+    load_before = _load()
     name = name or f"calibrated-{target.device.type}-{target.dtype_name}"
     measurements = run_benches(benches(grid, target), target, policy, progress=progress)
     start = start_spec(measurements, target, name)
@@ -182,7 +189,16 @@ def calibrate(
         "not measured."
     )
     hardware = hardware.replace(notes=notes)
-    return Calibration(hardware, stages, tuple(measurements), time.perf_counter() - started, host)
+    extra = {"clock": clock_name, "load_average_before": load_before, "load_average_after": _load()}
+    return Calibration(hardware, stages, tuple(measurements), time.perf_counter() - started, host, extra)
+
+
+def _load() -> float | None:
+    """The 1-minute load average (timings taken while other work runs are inflated)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 __all__ = ["DEFAULT_PLAN", "Calibration", "Stage", "StageReport", "calibrate", "fit_plan", "start_spec"]

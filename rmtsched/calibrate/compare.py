@@ -9,8 +9,7 @@ once in the untimed warm-up run), which the simulator does not model either.
 from __future__ import annotations
 
 import statistics
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +17,8 @@ import torch
 from tqdm import tqdm
 
 from rmtsched.backends.torch import build_model, execute
-from rmtsched.calibrate.device import Target
-from rmtsched.calibrate.timing import synchronize
+from rmtsched.calibrate.device import Target, using_threads
+from rmtsched.calibrate.timing import clock, synchronize
 from rmtsched.errors import ScheduleError, SpecError
 from rmtsched.sched import CellGraph, Schedule, available_schedulers, build_cell_graph, make_schedule, split_segments
 from rmtsched.sim import CostModel, simulate, workload_from_spec
@@ -131,8 +130,13 @@ def compare(
     max_width: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    clock_name: str = "wall",
 ) -> Comparison:
-    """Time and simulate ``schedules`` (default: every registered one) of ``spec`` on ``seq_len`` tokens."""
+    """Time and simulate ``schedules`` (default: every registered one) of ``spec`` on ``seq_len`` tokens.
+
+    ``clock_name`` "process" times CPU time instead of wall time (one thread on a shared machine).
+    """
+    now = clock(clock_name, target.device, target.threads)
     if repeat <= 0:
         raise SpecError(f"repeat must be a positive integer, got {repeat!r}")
     if spec.dtype_bytes != target.dtype_bytes:
@@ -149,14 +153,17 @@ def compare(
     runs: dict[str, list[float]] = {name: [] for name in plans}
     names = list(plans)
     total = len(names) * (repeat + 1)
-    with tqdm(total=total, desc=f"compare {spec.name}", unit="run", disable=not progress, leave=False) as bar:
+    with (
+        using_threads(target),
+        tqdm(total=total, desc=f"compare {spec.name}", unit="run", disable=not progress, leave=False) as bar,
+    ):
         for name in names:  # warm-up: validates each schedule and settles the backend's one-time work
             execute(model, inputs, plans[name], collect_outputs=False)
             bar.update()
         for index in range(repeat):
             rotated = names[index % len(names):] + names[: index % len(names)]
             for name in rotated:
-                runs[name].append(_timed_run(model, inputs, plans[name], target))
+                runs[name].append(_timed_run(model, inputs, plans[name], target, now))
                 bar.update()
     rows = tuple(
         ScheduleComparison(name, plans[name].num_steps, predicted[name], tuple(runs[name])) for name in names
@@ -164,12 +171,14 @@ def compare(
     return Comparison(spec, hardware, seq_len, graph, target, rows)
 
 
-def _timed_run(model: object, inputs: torch.Tensor, schedule: Schedule, target: Target) -> float:
+def _timed_run(
+    model: object, inputs: torch.Tensor, schedule: Schedule, target: Target, now: Callable[[], float]
+) -> float:
     synchronize(target.device)
-    start = time.perf_counter()
+    start = now()
     execute(model, inputs, schedule, validate=False, collect_outputs=False)
     synchronize(target.device)
-    return time.perf_counter() - start
+    return now() - start
 
 
 __all__ = ["BASELINE", "Comparison", "ScheduleComparison", "compare", "single_device_schedulers"]

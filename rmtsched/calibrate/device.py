@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +38,7 @@ class Target:
 
 
 def resolve_target(device: str, dtype: str | None = None, threads: int | None = None) -> Target:
-    """Check ``device``/``dtype`` and apply ``threads`` (``torch.set_num_threads``) when given."""
+    """Check ``device``/``dtype``; ``threads`` defaults to torch's current intra-op thread count."""
     if device not in DEVICES:
         raise SpecError(f"unknown device {device!r}: expected one of {list(DEVICES)}")
     if device == "cuda" and not torch.cuda.is_available():
@@ -47,14 +49,23 @@ def resolve_target(device: str, dtype: str | None = None, threads: int | None = 
     dtype = dtype or ("bf16" if device == "cuda" else "fp32")
     if dtype not in DTYPES:
         raise SpecError(f"unknown dtype {dtype!r}: expected one of {sorted(DTYPES)}")
-    if threads is not None:
-        if threads <= 0:
-            raise SpecError(f"threads must be a positive integer, got {threads!r}")
-        torch.set_num_threads(threads)
-    target = Target(torch.device(device), dtype, DTYPES[dtype], torch.get_num_threads())
+    if threads is not None and threads <= 0:
+        raise SpecError(f"threads must be a positive integer, got {threads!r}")
+    target = Target(torch.device(device), dtype, DTYPES[dtype], threads or torch.get_num_threads())
     if DTYPE_BY_BYTES.get(target.dtype_bytes) != dtype:
         raise SpecError(f"dtype {dtype!r} is not the one the simulator uses for {target.dtype_bytes}-byte models")
     return target
+
+
+@contextmanager
+def using_threads(target: Target) -> Iterator[None]:
+    """Run with ``target.threads`` intra-op threads, restoring the caller's count afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(target.threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def describe_host(target: Target) -> str:
@@ -88,4 +99,4 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-__all__ = ["DEVICES", "DTYPES", "Target", "describe_host", "device_memory_bytes", "resolve_target"]
+__all__ = ["DEVICES", "DTYPES", "Target", "describe_host", "device_memory_bytes", "resolve_target", "using_threads"]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from tqdm import tqdm
 
-from rmtsched.calibrate.device import Target
+from rmtsched.calibrate.device import Target, using_threads
 from rmtsched.calibrate.measurement import Measurement
 from rmtsched.calibrate.microbench import Bench
 from rmtsched.calibrate.timing import TimingPolicy, median_time_s
@@ -19,7 +19,7 @@ def run_benches(
 ) -> list[Measurement]:
     """Time every bench (under ``inference_mode``, as the executor runs) and describe it for the fit."""
     measurements = []
-    with torch.inference_mode():
+    with torch.inference_mode(), using_threads(target):
         for bench in tqdm(benches, desc="calibrate", unit="bench", disable=not progress, leave=False):
             call = bench.setup()
             seconds = median_time_s(call, target.device, policy)

@@ -23,13 +23,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--name", default=None, help="the spec's name (default: calibrated-DEVICE-DTYPE)")
     parser.add_argument("--report", type=Path, default=None, help="also write every measurement and fit stage (JSON)")
+    parser.add_argument("--clock", default="wall",
+                        help="wall (default) or process: CPU time, for --threads 1 on a machine others share")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     target = resolve_target(args.device, args.dtype, args.threads)
-    result = calibrate(target, quick=args.quick, name=args.name, progress=not args.no_progress)
+    result = calibrate(
+        target, quick=args.quick, name=args.name, progress=not args.no_progress, clock_name=args.clock
+    )
     if args.report is not None:
         args.report.write_text(json.dumps(result.report(), indent=2) + "\n")
     if args.out is None:

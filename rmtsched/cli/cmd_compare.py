@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON record per schedule (a list)")
+    parser.add_argument("--clock", default="wall",
+                        help="wall (default) or process: CPU time, for --threads 1 on a machine others share")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.set_defaults(handler=run)
 
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     hardware = load_hardware_spec(args.hardware)
     result = compare(
         spec, hardware, args.seq_len, target, schedules=args.schedule, repeat=args.repeat,
-        max_width=args.max_width, seed=args.seed, progress=not args.no_progress,
+        max_width=args.max_width, seed=args.seed, progress=not args.no_progress, clock_name=args.clock,
     )
     print(json.dumps(result.records()) if args.json else format_comparison(result))
     return 0

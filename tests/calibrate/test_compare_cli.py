@@ -1,0 +1,71 @@
+"""``rmtsched compare``: predicted and measured time per schedule, speedups, JSON keys, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from rmtsched.cli.main import main
+
+KEYS = {"schedule", "predicted_s", "measured_s", "rel_error", "predicted_speedup_vs_sequential",
+        "measured_speedup_vs_sequential", "speedup_rel_error", "steps", "model", "hardware", "device"}
+TINY = ["--model", "armt-tiny", "--seq-len", "200", "--hardware", "cpu-generic", "--repeat", "1", "--no-progress"]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        code = main(["compare", *args])
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_json_has_every_schedule_with_finite_numbers(capsys) -> None:
+    code, out, _ = run_cli(capsys, *TINY, "--json")
+    assert code == 0
+    records = json.loads(out)
+    names = [r["schedule"] for r in records]
+    assert names[0] == "sequential" and "diagonal" in names
+    for record in records:
+        assert set(record) >= KEYS
+        for key in ("predicted_s", "measured_s", "rel_error", "predicted_speedup_vs_sequential",
+                    "measured_speedup_vs_sequential"):
+            assert math.isfinite(record[key])
+        assert record["predicted_s"] > 0 and record["measured_s"] > 0
+        assert record["rel_error"] == pytest.approx(record["predicted_s"] / record["measured_s"] - 1)
+        assert (record["layers"], record["segments"], record["cells"]) == (4, 4, 16)
+    sequential, diagonal = records[0], records[names.index("diagonal")]
+    assert sequential["predicted_speedup_vs_sequential"] == 1.0 and sequential["steps"] == 16
+    assert diagonal["steps"] == 7  # S + L - 1 waves
+    assert diagonal["predicted_speedup_vs_sequential"] == pytest.approx(
+        sequential["predicted_s"] / diagonal["predicted_s"])
+
+
+def test_table_shows_both_times_and_the_speedup_line(capsys) -> None:
+    code, out, _ = run_cli(capsys, *TINY, "--schedule", "sequential", "--schedule", "diagonal", "--threads", "1")
+    assert code == 0
+    assert "armt-tiny on cpu (fp32, 1 threads)" in out
+    assert "predicted" in out and "measured" in out
+    assert "diagonal vs sequential: predicted" in out
+    assert "median |error| over schedules" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "no-such-model", "--seq-len", "64", "--hardware", "cpu-generic"], "unknown model"),
+        (["--model", "armt-tiny", "--seq-len", "64", "--hardware", "no-such-hw"], "unknown hardware"),
+        (["--model", "armt-tiny", "--seq-len", "64", "--hardware", "cpu-generic", "--device", "tpu"],
+         "unknown device"),
+        (["--model", "armt-tiny", "--seq-len", "64", "--hardware", "cpu-generic", "--schedule", "nope"],
+         "unknown scheduler"),
+    ],
+)
+def test_bad_input_fails_in_one_line(capsys, args: list[str], message: str) -> None:
+    code, out, err = run_cli(capsys, *args, "--no-progress")
+    assert code == 2
+    assert out == ""
+    assert message in err and len(err.strip().splitlines()) == 1
