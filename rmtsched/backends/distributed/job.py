@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from rmtsched.backends.distributed.comm import PeerLink
+from rmtsched.backends.distributed.errors import StepFailure
 from rmtsched.backends.distributed.executor import Progress, StageExecutor, StageTimes
 from rmtsched.backends.distributed.plan import RankPlan
 from rmtsched.backends.distributed.sink import SegmentSink
@@ -29,7 +30,9 @@ ModelFactory = Callable[..., RecurrentModel]
 @dataclass(frozen=True)
 class RankJob:
     """Everything a rank needs. ``inputs`` (token ids ``[batch, N]`` or embeddings ``[batch, N, d]``) only
-    travel to the rank that runs layer 0; the others need the batch size alone, for their initial states."""
+    travel to the rank that runs layer 0; the others need the batch size alone, for their initial states.
+    ``warmup_plan`` (same stage, a short prefix of the input) runs once untimed before the timed repeats,
+    so first-call costs (allocator, rotary tables, GEMM probes) stay out of the times."""
 
     model_factory: ModelFactory
     inputs: torch.Tensor | None
@@ -37,6 +40,7 @@ class RankJob:
     plan: RankPlan
     repeat: int = 1
     keep_outputs: bool = False
+    warmup_plan: RankPlan | None = None
 
 
 @dataclass
@@ -82,6 +86,22 @@ def build_stage_model(factory: ModelFactory, plan: RankPlan, device: torch.devic
     return model, plan.layers.start - held.start, held == range(plan.num_layers)
 
 
+def _executor(
+    model: RecurrentModel, plan: RankPlan, state_row: int, device: torch.device, progress: Progress | None
+) -> StageExecutor:
+    link_factory = (lambda on_wait: PeerLink(plan, device, on_wait=on_wait)) if plan.world_size > 1 else None
+    return StageExecutor(model, plan, state_row=state_row, link_factory=link_factory, progress=progress)
+
+
+def _stage_inputs(inputs: torch.Tensor | None, plan: RankPlan, batch_size: int) -> torch.Tensor:
+    """The inputs of ``plan``'s tokens; ranks without layer 0 get a ``[batch, N, 0]`` stand-in, since the
+    step runner only reads the batch size and the token count from them."""
+    num_tokens = sum(plan.segment_tokens)
+    if inputs is None:
+        return torch.empty(batch_size, num_tokens, 0)
+    return inputs[:, :num_tokens]
+
+
 def _accepts_layers(factory: ModelFactory) -> bool:
     try:
         return "layers" in inspect.signature(factory).parameters
@@ -97,12 +117,17 @@ def run_job(job: RankJob, device: torch.device, progress: Progress | None = None
         progress(-1, "setup", plan.rank, None)
     if plan.runs_first_layer and job.inputs is None:
         raise ValueError(f"rank {plan.rank} runs layer 0 but was given no inputs")
-    # Ranks without layer 0 never read inputs: a [batch, N, 0] stand-in carries the batch size and length.
-    num_tokens = sum(plan.segment_tokens)
-    inputs = job.inputs.to(device) if plan.runs_first_layer else torch.empty(job.batch_size, num_tokens, 0)
+    inputs = job.inputs.to(device) if plan.runs_first_layer else None
     distributed = dist.is_available() and dist.is_initialized()
-    link_factory = (lambda on_wait: PeerLink(plan, device, on_wait=on_wait)) if plan.world_size > 1 else None
-    executor = StageExecutor(model, plan, state_row=state_row, link_factory=link_factory, progress=progress)
+    if job.warmup_plan is not None:
+        warmup = _executor(model, job.warmup_plan, state_row, device, progress)
+        try:
+            with torch.inference_mode():
+                warmup.run(_stage_inputs(inputs, job.warmup_plan, job.batch_size), SegmentSink())
+        except StepFailure as exc:
+            raise StepFailure(exc.rank, exc.step, f"warm-up {exc.where}", exc.cause) from exc.cause
+    executor = _executor(model, plan, state_row, device, progress)
+    inputs = _stage_inputs(inputs, plan, job.batch_size)
     times, sink, state = [], SegmentSink(), {}
     for repeat in range(job.repeat):
         if distributed:

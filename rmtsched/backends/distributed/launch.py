@@ -24,7 +24,7 @@ import torch.distributed as dist
 from rmtsched.backends.distributed.board import ProgressBoard
 from rmtsched.backends.distributed.errors import DistributedError
 from rmtsched.backends.distributed.job import ModelFactory, RankJob, RankReport
-from rmtsched.backends.distributed.plan import build_plans
+from rmtsched.backends.distributed.plan import RankPlan, build_plans
 from rmtsched.backends.distributed.rank import child_main
 from rmtsched.backends.distributed.result import PipelineResult, summarise
 from rmtsched.sched import CellGraph, Schedule, build_cell_graph, make_schedule, split_segments
@@ -47,6 +47,7 @@ def run_pipelined(
     timeout_s: float = 30.0,
     repeat: int = 1,
     keep_outputs: bool = False,
+    warmup: bool = True,
     start_method: str = "forkserver",
 ) -> PipelineResult:
     """Run ``schedule`` (a ``Schedule``, or a scheduler name given ``num_devices=num_procs``; default
@@ -57,7 +58,9 @@ def run_pipelined(
     ``dependency_rule`` (a ``ModelSpec`` or a model) and defaults to a model the factory builds here.
     ``threads_per_proc`` defaults to this process's intra-op threads split evenly (at least one each).
     ``timeout_s`` bounds how long the run may go without any rank making progress. With
-    ``keep_outputs`` the result carries every segment's output and the final states of every layer.
+    ``keep_outputs`` the result carries every segment's output and the final states of every layer. With
+    ``warmup`` (and a schedule given by name) each rank first runs the same scheduler on a short prefix,
+    untimed, like ``rmtsched run``'s warm-up.
     """
     if threads_per_proc is None:
         threads_per_proc = max(1, torch.get_num_threads() // max(1, num_procs))
@@ -75,15 +78,20 @@ def run_pipelined(
         segment_tokens=split_segments(int(inputs.shape[1]), layout.segment_len),
         rule=layout.dependency_rule,
     )
+    uses_previous_output = _uses_previous_output(layout, graph)
+    warmups: list[RankPlan | None] = [None] * num_procs
     if isinstance(schedule, str):
+        if warmup:
+            warmups = _warmup_plans(graph, schedule, num_procs, uses_previous_output)
         schedule = make_schedule(graph, schedule, num_devices=num_procs)
-    plans = build_plans(schedule, graph, num_procs, _uses_previous_output(layout, graph))
+    plans = build_plans(schedule, graph, num_procs, uses_previous_output)
     jobs = [
         RankJob(
-            model_factory, inputs if plan.runs_first_layer else None, int(inputs.shape[0]), plan, repeat, keep_outputs
+            model_factory, inputs if plan.runs_first_layer else None, int(inputs.shape[0]), plan, repeat, keep_outputs,
+            warm if warm is not None and warm.layers == plan.layers else None,
         )
-        for plan in plans
-    ]
+        for plan, warm in zip(plans, warmups, strict=True)
+    ]  # fmt: skip
     blobs = [_pickle_job(job) for job in jobs]
     backend = "nccl" if device == "cuda" else "gloo"
     reports = _launch(blobs, backend, device, threads_per_proc, timeout_s, start_method)
@@ -113,6 +121,17 @@ def _check_arguments(num_procs: int, device: str, threads: int, timeout_s: float
         raise DistributedError(f"timeout must be positive seconds, got {timeout_s!r}", kind="config")
     if not isinstance(repeat, int) or repeat <= 0:
         raise DistributedError(f"repeat must be a positive integer, got {repeat!r}", kind="config")
+
+
+def _warmup_plans(graph: CellGraph, scheduler: str, num_procs: int, uses_previous_output: bool) -> list[RankPlan]:
+    """Plans of the same scheduler on a prefix of L + 1 segments plus the short tail (if any): every step
+    shape and token count of the full run, at a fraction of its cost."""
+    tokens = graph.segment_tokens
+    tail = (tokens[-1],) if len(tokens) > 1 and tokens[-1] != tokens[0] else ()
+    prefix = tokens[: min(len(tokens) - len(tail), graph.num_layers + 1)] + tail
+    prefix_graph = build_cell_graph(graph.num_layers, segment_tokens=prefix, rule=graph.rule)
+    schedule = make_schedule(prefix_graph, scheduler, num_devices=num_procs)
+    return build_plans(schedule, prefix_graph, num_procs, uses_previous_output)
 
 
 def _uses_previous_output(layout: Any, graph: CellGraph) -> bool:

@@ -19,7 +19,8 @@ from rmtsched.sched import CellGraph, Schedule
 
 @dataclass(frozen=True)
 class RankSummary:
-    """One rank's median times over the repeats, and what it held."""
+    """One rank's median times over the repeats, what it held, and its peak memory (max over ranks is the
+    run's ``peak_memory_bytes``)."""
 
     rank: int
     layers: tuple[int, int]
@@ -38,6 +39,7 @@ class PipelineResult:
     backend: str
     device: str
     scheduler: str
+    num_steps: int
     num_tokens: int
     num_segments: int
     wall_s: float
@@ -54,18 +56,22 @@ class PipelineResult:
         return self.num_tokens / self.wall_s if self.wall_s > 0 else float("inf")
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON fields: ``rmtsched run``'s own plus ``ranks`` (per-rank busy time) and the bubble."""
+        """``rmtsched run``'s JSON fields that depend on the run (the caller adds model, seq_len, dtype, ...),
+        plus ``processes``, ``backend``, the bubble and ``ranks`` (per-rank busy, waiting and wall time)."""
         return {
             "schedule": self.scheduler,
+            "steps": self.num_steps,
             "devices": self.num_procs,
+            "processes": self.num_procs,
             "backend": self.backend,
             "device": self.device,
-            "num_tokens": self.num_tokens,
-            "num_segments": self.num_segments,
+            "segments": self.num_segments,
+            "repeat": len(self.wall_s_runs),
             "wall_s": self.wall_s,
-            "wall_s_runs": list(self.wall_s_runs),
+            "wall_s_all": list(self.wall_s_runs),
             "tokens_per_s": self.tokens_per_s,
             "peak_memory_bytes": max(rank.peak_memory_bytes for rank in self.ranks),
+            "peak_memory_kind": "cuda_max_allocated" if self.device == "cuda" else "process_peak_rss",
             "output_sha256": self.output_sha256,
             "bubble_fraction": self.bubble_fraction,
             "ideal_bubble_fraction": self.ideal_bubble_fraction,
@@ -112,6 +118,7 @@ def summarise(
         backend=backend,
         device=device,
         scheduler=schedule.scheduler,
+        num_steps=schedule.num_steps,
         num_tokens=batch_size * sum(graph.segment_tokens),
         num_segments=graph.num_segments,
         wall_s=statistics.median(makespans),

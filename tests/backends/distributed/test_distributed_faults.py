@@ -56,7 +56,7 @@ def forkserver_children() -> list[tuple[int, str]]:
 def run_and_fail(fault, timeout_s=20.0):
     start = time.monotonic()
     with pytest.raises(DistributedError) as info:
-        run_pipelined(factory(fault), inputs(), num_procs=2, timeout_s=timeout_s, keep_outputs=True)
+        run_pipelined(factory(fault), inputs(), num_procs=2, timeout_s=timeout_s, keep_outputs=True, warmup=False)
     elapsed = time.monotonic() - start
     assert forkserver_children() == [], "a rank outlived the failed run"
     return info.value, elapsed

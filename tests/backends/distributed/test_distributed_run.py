@@ -149,7 +149,8 @@ def test_result_json_has_per_rank_busy_time():
     factory = toy_factory()
     result = run_pipelined(factory, token_ids(1, 20), num_procs=2, timeout_s=20)
     data = result.to_dict()
-    assert data["devices"] == 2 and data["num_segments"] == 4 and len(data["output_sha256"]) == 64
+    assert data["devices"] == 2 and data["segments"] == 4 and len(data["output_sha256"]) == 64
+    assert data["steps"] == 4 * 4 and data["repeat"] == 1 and data["peak_memory_kind"] == "process_peak_rss"
     assert [rank["layers"] for rank in data["ranks"]] == [[0, 2], [2, 4]]
     assert all(rank["busy_s"] > 0 and rank["wall_s"] >= rank["busy_s"] for rank in data["ranks"])
     assert 0 <= data["bubble_fraction"] < 1 and data["ideal_bubble_fraction"] == pytest.approx(1 / 5)
