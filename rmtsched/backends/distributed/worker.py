@@ -37,6 +37,7 @@ from rmtsched.backends.distributed.job import RankJob, run_job
 from rmtsched.backends.distributed.plan import build_plans
 from rmtsched.backends.distributed.rank import rank_device
 from rmtsched.backends.distributed.result import summarise
+from rmtsched.backends.torch.session import random_token_ids
 from rmtsched.errors import RmtschedError, SpecError
 from rmtsched.sched import CellGraph, Schedule, build_cell_graph, make_schedule, split_segments
 from rmtsched.specs.model import ModelSpec, load_model_spec
@@ -93,9 +94,7 @@ def run_from_environment(args: argparse.Namespace) -> dict | None:
     schedule = load_schedule(args.schedule, graph, world_size)
     plan = build_plans(schedule, graph, world_size, spec.dependency_rule == "global_memory")[rank]
     builder = load_builder(args.builder)
-    inputs = torch.randint(
-        spec.vocab_size, (args.batch, args.seq_len), generator=torch.Generator().manual_seed(args.seed)
-    )
+    inputs = random_token_ids(spec, args.seq_len, args.seed, batch_size=args.batch)  # as rmtsched run draws them
     factory = functools.partial(builder, spec, seed=args.seed, dtype=DTYPES[args.dtype])
     job = RankJob(factory, inputs if plan.runs_first_layer else None, args.batch, plan, args.repeat)
     backend = "nccl" if args.device == "cuda" else "gloo"
@@ -110,7 +109,10 @@ def run_from_environment(args: argparse.Namespace) -> dict | None:
         return None
     result = summarise(reports, schedule, graph, batch_size=args.batch, backend=backend, device=args.device,
                        keep_outputs=False)  # fmt: skip
-    return {"model": spec.name, "seq_len": args.seq_len, "dtype": args.dtype, **result.to_dict()}
+    return {
+        "model": spec.name, "family": spec.family, "layers": spec.num_layers, "seq_len": args.seq_len,
+        "segment_len": spec.segment_len, "dtype": args.dtype, **result.to_dict(),
+    }  # fmt: skip
 
 
 def _spec(args: argparse.Namespace) -> ModelSpec:
@@ -136,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _table(result: dict) -> str:
     lines = [
-        f"{result['model']}: {result['num_tokens']} tokens on {result['devices']} rank(s), "
+        f"{result['model']}: {result['seq_len']} tokens on {result['devices']} rank(s), "
         f"{result['wall_s']:.4f} s, {result['tokens_per_s']:.0f} tokens/s, bubble {result['bubble_fraction']:.1%}",
         f"output_sha256 {result['output_sha256']}",
     ]
