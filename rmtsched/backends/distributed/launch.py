@@ -42,6 +42,7 @@ def run_pipelined(
     num_procs: int,
     layout: Any = None,
     schedule: Schedule | str = "pipelined",
+    max_width: int | None = None,
     device: str = "cpu",
     threads_per_proc: int | None = None,
     timeout_s: float = 30.0,
@@ -50,8 +51,8 @@ def run_pipelined(
     warmup: bool = True,
     start_method: str = "forkserver",
 ) -> PipelineResult:
-    """Run ``schedule`` (a ``Schedule``, or a scheduler name given ``num_devices=num_procs``; default
-    ``pipelined``) on ``num_procs`` local processes and return the median makespan, hash and per-rank times.
+    """Run ``schedule`` (a ``Schedule``, or a scheduler name given ``num_devices=num_procs`` and ``max_width``;
+    default ``pipelined``) on ``num_procs`` local processes; return the median makespan, hash, per-rank times.
 
     ``model_factory(device=...)`` must build the same model in every process (a module-level function or a
     ``functools.partial`` of one, seeded); ``layout`` is anything with ``num_layers``, ``segment_len`` and
@@ -82,8 +83,8 @@ def run_pipelined(
     warmups: list[RankPlan | None] = [None] * num_procs
     if isinstance(schedule, str):
         if warmup:
-            warmups = _warmup_plans(graph, schedule, num_procs, uses_previous_output)
-        schedule = make_schedule(graph, schedule, num_devices=num_procs)
+            warmups = _warmup_plans(graph, schedule, num_procs, max_width, uses_previous_output)
+        schedule = make_schedule(graph, schedule, num_devices=num_procs, max_width=max_width)
     plans = build_plans(schedule, graph, num_procs, uses_previous_output)
     jobs = [
         RankJob(
@@ -123,14 +124,16 @@ def _check_arguments(num_procs: int, device: str, threads: int, timeout_s: float
         raise DistributedError(f"repeat must be a positive integer, got {repeat!r}", kind="config")
 
 
-def _warmup_plans(graph: CellGraph, scheduler: str, num_procs: int, uses_previous_output: bool) -> list[RankPlan]:
+def _warmup_plans(
+    graph: CellGraph, scheduler: str, num_procs: int, max_width: int | None, uses_previous_output: bool
+) -> list[RankPlan]:
     """Plans of the same scheduler on a prefix of L + 1 segments plus the short tail (if any): every step
     shape and token count of the full run, at a fraction of its cost."""
     tokens = graph.segment_tokens
     tail = (tokens[-1],) if len(tokens) > 1 and tokens[-1] != tokens[0] else ()
     prefix = tokens[: min(len(tokens) - len(tail), graph.num_layers + 1)] + tail
     prefix_graph = build_cell_graph(graph.num_layers, segment_tokens=prefix, rule=graph.rule)
-    schedule = make_schedule(prefix_graph, scheduler, num_devices=num_procs)
+    schedule = make_schedule(prefix_graph, scheduler, num_devices=num_procs, max_width=max_width)
     return build_plans(schedule, prefix_graph, num_procs, uses_previous_output)
 
 
