@@ -16,6 +16,7 @@ Both use the rotate-half RoPE convention (``kernels.rotary_apply``), so weights 
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -124,3 +125,17 @@ def test_parity_is_sensitive_to_a_weight_mix_up(tmp_path: Path) -> None:
         mlp.gate_proj.weight.copy_(mlp.up_proj.weight)
         mlp.up_proj.weight.copy_(gate)
     assert (armt_output(tmp_path, torch.float32, ids) - hf_output(model, ids)).abs().max().item() > 1e-2
+
+
+def test_sharded_bf16_checkpoint_loads_cast_to_fp32(tmp_path: Path) -> None:
+    """HF's own sharded save (index + shards) in bf16, loaded as fp32, equals the fp32 model with the same
+    (bf16-rounded) weights. The bf16 copy is only saved: casting a module also rounds its RoPE buffer."""
+    model = tiny_llama("sdpa", torch.float32)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(param.bfloat16().float())
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(tmp_path, safe_serialization=True, max_shard_size="20KB")
+    assert len(list(tmp_path.glob("model-*.safetensors"))) > 1
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    ids = torch.randint(0, 100, (1, SEQ_LEN), generator=torch.Generator().manual_seed(1))
+    assert (armt_output(tmp_path, torch.float32, ids) - hf_output(model, ids)).abs().max().item() <= 1e-5
