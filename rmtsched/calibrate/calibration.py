@@ -39,7 +39,7 @@ class Stage:
 DEFAULT_PLAN: tuple[Stage, ...] = (
     Stage("bandwidth", ("stream",), ("memory_bandwidth_bytes_per_s",)),
     Stage("kernels", ("kernel",), (MATMUL_RATE, "matmul_half_flops", "vector_flops_per_s", "launch_overhead_s")),
-    Stage("steps", ("step",), ("launch_overhead_s", MATMUL_RATE, "matmul_half_flops", "vector_flops_per_s")),
+    Stage("steps", ("step", "run"), ("launch_overhead_s", MATMUL_RATE, "matmul_half_flops", "vector_flops_per_s")),
 )
 
 
@@ -87,7 +87,7 @@ def start_spec(measurements: Sequence[Measurement], target: Target, name: str) -
     """A spec whose rates are the best ones observed, so the fit starts close (efficiencies fixed at 1)."""
     def best_rate(kernel_filter, amount) -> float | None:
         rates = [
-            amount(m) * m.width / m.measured_s
+            amount(m) * m.cells / m.measured_s
             for m in measurements
             if all(kernel_filter(k) for k in m.kernels) and amount(m) > 0
         ]

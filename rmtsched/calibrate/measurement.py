@@ -32,8 +32,10 @@ class _Kernels:
 class Measurement:
     """``measured_s`` for a call of ``width`` rows, each doing ``kernels``, over ``layers`` distinct layers.
 
-    ``group`` says which fitting stage uses it ("kernel", "step", ...); ``layers`` (default: ``width``)
-    counts the distinct weight sets the call reads, as the cost model reads weights once per layer.
+    ``group`` says which fitting stage uses it ("kernel", "step", "run", ...); ``layers`` (default:
+    ``width``) counts the distinct weight sets the call reads, as the cost model reads weights once per
+    layer. A whole schedule run on one device gives ``steps``: (width, count) pairs, each a step of that
+    many cells on as many layers, ``count`` times; its prediction is the sum (``width`` is then the widest).
     """
 
     name: str
@@ -43,10 +45,13 @@ class Measurement:
     measured_s: float
     dtype_bytes: int = 4
     layers: int | None = None
+    steps: tuple[tuple[int, int], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.width <= 0:
             raise ValueError(f"measurement {self.name!r}: width must be positive, got {self.width}")
+        if self.steps is not None and (not self.steps or min(min(pair) for pair in self.steps) <= 0):
+            raise ValueError(f"measurement {self.name!r}: steps must be (width, count) pairs >= 1, got {self.steps}")
         if not self.kernels:
             raise ValueError(f"measurement {self.name!r} has no kernels")
         if not (self.measured_s > 0 and math.isfinite(self.measured_s)):
@@ -55,9 +60,18 @@ class Measurement:
             )
 
     def predict_s(self, hardware: HardwareSpec) -> float:
-        """The simulator's time for this call on ``hardware`` (a step of ``width`` identical cells)."""
+        """The simulator's time for this call on ``hardware`` (a step of ``width`` identical cells, or the
+        sum of ``steps``)."""
         workload = Workload(self.name, self.width, _Kernels(self.kernels), self.dtype_bytes)
-        return CostModel(workload, hardware).step_time_s([1] * self.width, self.layers or self.width)
+        cost = CostModel(workload, hardware)
+        if self.steps is None:
+            return cost.step_time_s([1] * self.width, self.layers or self.width)
+        return sum(count * cost.step_time_s([1] * width, width) for width, count in self.steps)
+
+    @property
+    def cells(self) -> int:
+        """Cells (rows) the measured call ran."""
+        return self.width if self.steps is None else sum(width * count for width, count in self.steps)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,7 +80,7 @@ class Measurement:
             "width": self.width,
             "layers": self.layers or self.width,
             "measured_s": self.measured_s,
-            "flops": sum(k.flops for k in self.kernels) * self.width,
+            "flops": sum(k.flops for k in self.kernels) * self.cells,
             "kernels": [k.name for k in self.kernels],
         }
 

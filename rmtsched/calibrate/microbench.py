@@ -9,17 +9,18 @@ backend with other kernels can add its own.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
 import torch
 
-from rmtsched.backends.torch import StepRunner, build_model
+from rmtsched.backends.torch import StepRunner, build_model, execute
 from rmtsched.backends.torch.kernels import attention_rows, dpfp, dpfp_index, l2_normalize, rms_norm, silu_mul
 from rmtsched.backends.torch.rowmm import RowMatmul
 from rmtsched.calibrate.device import Target
-from rmtsched.sched import Cell
+from rmtsched.sched import Cell, Schedule, build_cell_graph, make_schedule
 from rmtsched.sim.workload import workload_from_spec
 from rmtsched.specs.cost import KernelWork
 from rmtsched.specs.model import ModelSpec
@@ -34,10 +35,17 @@ class Grid:
     segment_len: int = 64
     mem_tokens: int = 16
     stream_elements: int = 1 << 22
+    kernel_widths: tuple[int, ...] | None = None
+    run_layers: int = 8
+    run_cells: int = 64
+
+    @property
+    def widths_for_kernels(self) -> tuple[int, ...]:
+        return self.kernel_widths or self.widths
 
 
-FULL_GRID = Grid(d_models=(64, 128, 256, 512), widths=(1, 2, 4, 8, 16))
-QUICK_GRID = Grid(d_models=(32, 64), widths=(1, 2), stream_elements=1 << 16)
+FULL_GRID = Grid(d_models=(64, 128, 256, 512), widths=(1, 2, 4, 8, 16), kernel_widths=(1, 4, 16))
+QUICK_GRID = Grid(d_models=(32, 64), widths=(1, 2), stream_elements=1 << 16, run_layers=2, run_cells=4)
 
 
 def grid_spec(d_model: int, family: str, grid: Grid, num_layers: int, dtype_bytes: int) -> ModelSpec:
@@ -61,7 +69,8 @@ def grid_spec(d_model: int, family: str, grid: Grid, num_layers: int, dtype_byte
 
 @dataclass(frozen=True)
 class Bench:
-    """One benchmark: ``setup()`` allocates and returns the call to time; the rest describes it."""
+    """One benchmark: ``setup()`` allocates and returns the call to time; the rest describes it
+    (``steps``: the (width, count) steps of a whole schedule run, see ``Measurement``)."""
 
     name: str
     group: str
@@ -69,6 +78,7 @@ class Bench:
     width: int
     setup: Callable[[], Callable[[], object]]
     layers: int | None = None
+    steps: tuple[tuple[int, int], ...] | None = None
 
 
 Suite = Callable[[Grid, Target], Iterator[Bench]]
@@ -156,7 +166,7 @@ def gemm_suite(grid: Grid, target: Target) -> Iterator[Bench]:
         spec = grid_spec(d, "armt", grid, 1, target.dtype_bytes)
         tokens = spec.tokens_per_cell(spec.segment_len)
         for name, shape in _GEMMS.items():
-            for w in grid.widths:
+            for w in grid.widths_for_kernels:
                 call = partial(_linear_call, target, w, tokens, *shape(spec))
                 yield Bench(f"{name}-d{d}-w{w}", "kernel", _sim_kernels(spec, name), w, call)
 
@@ -173,7 +183,7 @@ def attention_suite(grid: Grid, target: Target) -> Iterator[Bench]:
     for d in grid.d_models:
         spec = grid_spec(d, "armt", grid, 1, target.dtype_bytes)
         shape = (1, spec.num_heads, spec.tokens_per_cell(spec.segment_len), spec.head_dim)
-        for w in grid.widths:
+        for w in grid.widths_for_kernels:
             call = partial(_attention_call, target, (w, *shape))
             yield Bench(f"attention-d{d}-w{w}", "kernel", _sim_kernels(spec, "attention"), w, call)
 
@@ -191,7 +201,7 @@ def assoc_suite(grid: Grid, target: Target) -> Iterator[Bench]:
     for d in grid.d_models:
         spec = grid_spec(d, "armt", grid, 1, target.dtype_bytes)
         n = spec.tokens_per_cell(spec.segment_len)
-        for w in grid.widths:
+        for w in grid.widths_for_kernels:
             yield Bench(f"mem_read-d{d}-w{w}", "kernel", _sim_kernels(spec, "mem_read"), w,
                         partial(_assoc_read_call, target, w, n, spec.phi_dim, d))
             yield Bench(f"mem_write_update-d{d}-w{w}", "kernel", _sim_kernels(spec, "mem_write_update"), w,
@@ -226,7 +236,7 @@ def elementwise_suite(grid: Grid, target: Target) -> Iterator[Bench]:
     for d in grid.d_models:
         spec = grid_spec(d, "armt", grid, 1, target.dtype_bytes)
         n = spec.tokens_per_cell(spec.segment_len)
-        for w in grid.widths:
+        for w in grid.widths_for_kernels:
             yield Bench(f"attn_norm-d{d}-w{w}", "kernel", _sim_kernels(spec, "attn_norm"), w,
                         partial(_norm_call, target, w, n, d))
             yield Bench(f"swiglu-d{d}-w{w}", "kernel", _sim_kernels(spec, "swiglu"), w,
@@ -278,6 +288,32 @@ def _step_benches(family: str, grid: Grid, target: Target) -> Iterator[Bench]:
         harness = _StepHarness(spec, target)
         for w in grid.widths:
             yield Bench(f"step-{family}-d{d}-w{w}", "step", kernels, w, partial(harness.call, w))
+
+
+def _run_call(spec: ModelSpec, target: Target, schedule: Schedule) -> Callable[[], object]:
+    model = build_model(spec, seed=0, dtype=target.dtype, device=target.device)
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randint(0, spec.vocab_size, (1, schedule.num_cells // spec.num_layers * spec.segment_len),
+                           generator=generator).to(target.device)
+    execute(model, inputs, schedule, collect_outputs=False)  # validates once
+    return lambda: execute(model, inputs, schedule, validate=False, collect_outputs=False)
+
+
+@register_suite("run")
+def run_suite(grid: Grid, target: Target) -> Iterator[Bench]:
+    """Whole ``execute`` runs of the sequential and diagonal schedules on ARMT grid models: what steps
+    cost inside the executor, with its per-step overhead and weights rotating through the layers."""
+    layers = grid.run_layers
+    for d in grid.d_models:
+        spec = grid_spec(d, "armt", grid, layers, target.dtype_bytes)
+        segments = max(2, grid.run_cells // (layers * max(1, d // 128)))
+        graph = build_cell_graph(layers, segment_tokens=(spec.segment_len,) * segments)
+        kernels = tuple(workload_from_spec(spec).cell_kernels(spec.segment_len))
+        for name in ("sequential", "diagonal"):
+            schedule = make_schedule(graph, name)
+            widths = Counter(len(step.cells) for step in schedule.steps)
+            yield Bench(f"run-{name}-d{d}-L{layers}-S{segments}", "run", kernels, max(widths),
+                        partial(_run_call, spec, target, schedule), steps=tuple(sorted(widths.items())))
 
 
 @register_suite("step-armt")

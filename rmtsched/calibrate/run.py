@@ -26,7 +26,7 @@ def run_benches(
             del call
             measurements.append(
                 Measurement(bench.name, bench.group, bench.kernels, bench.width, seconds, target.dtype_bytes,
-                            bench.layers)
+                            bench.layers, bench.steps)
             )
     gc.collect()
     return measurements

@@ -54,7 +54,7 @@ class TimingPolicy:
             raise ValueError(f"invalid timing policy {self!r}: need warmup >= 0, 1 <= min_repeats <= max_repeats")
 
 
-FULL = TimingPolicy()
+FULL = TimingPolicy(budget_s=0.1)
 QUICK = TimingPolicy(warmup=1, min_repeats=3, max_repeats=5, budget_s=0.01)
 
 

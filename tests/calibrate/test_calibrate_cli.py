@@ -48,7 +48,7 @@ def test_report_lists_measurements_and_stages(quick_spec: Path) -> None:
     report = json.loads(quick_spec.with_suffix(".report.json").read_text())
     assert [stage["name"] for stage in report["stages"]] == ["bandwidth", "kernels", "steps"]
     groups = {m["group"] for m in report["measurements"]}
-    assert groups == {"kernel", "stream", "step"}
+    assert groups == {"kernel", "stream", "step", "run"}
     for m in report["measurements"]:
         assert m["measured_s"] > 0 and m["predicted_s"] > 0
         assert m["rel_error"] == pytest.approx(m["predicted_s"] / m["measured_s"] - 1)

@@ -1,0 +1,106 @@
+"""Prediction accuracy after calibration: calibrate this machine, then compare every schedule of three models.
+
+Runs ``rmtsched calibrate`` once (or loads ``--hardware``), then ``rmtsched compare`` on an overhead-bound
+(armt-tiny), a mid (armt-small) and a compute-bound (armt-small at d_model 512, bench_backend.py's config)
+model, and prints predicted vs measured time per schedule, the median |relative error| per model and overall,
+and the predicted vs measured diagonal/sequential speedup, against the issue-6 targets (median |error| <= 15%,
+speedup within 10%). The machine's load average is printed with every phase: timings taken while other
+work runs are inflated, and a calibration and a comparison under different load disagree.
+
+    .venv/bin/python bench/bench_accuracy.py [--threads N] [--repeat R] [--hardware hw.json] [--out hw.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rmtsched.calibrate import calibrate, compare, resolve_target
+from rmtsched.calibrate.compare import Comparison
+from rmtsched.specs.hardware import load_hardware_spec
+from rmtsched.specs.model import ModelSpec, load_model_spec
+
+MEDIAN_TARGET = 0.15
+SPEEDUP_TARGET = 0.10
+
+
+def configs() -> list[tuple[str, ModelSpec, int]]:
+    """(label, spec, tokens): overhead-bound, mid, compute-bound."""
+    small = load_model_spec("armt-small")
+    return [
+        ("small / overhead-bound", load_model_spec("armt-tiny"), 4096),
+        ("mid", small, 4096),
+        ("compute-bound", small.replace(name="armt-small-d512", d_model=512, mlp_dim=2048), 1024),
+    ]
+
+
+def load() -> str:
+    return f"load {os.getloadavg()[0]:.2f}"
+
+
+def diagonal_speedups(result: Comparison) -> tuple[float, float]:
+    predicted, measured = result.speedups(result.row("diagonal"))
+    return predicted, measured
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--hardware", default=None, help="use this spec instead of calibrating")
+    parser.add_argument("--out", type=Path, default=None, help="keep the calibrated spec here")
+    parser.add_argument("--json", type=Path, default=None, help="write every record here")
+    args = parser.parse_args(argv)
+    target = resolve_target("cpu", "fp32", args.threads)
+    print(f"# {target.threads} threads; {load()} at start", flush=True)
+    if args.hardware:
+        hardware = load_hardware_spec(args.hardware)
+    else:
+        started = time.perf_counter()
+        calibration = calibrate(target)
+        hardware = calibration.hardware
+        steps = calibration.stages[-1]
+        print(f"# calibrated in {time.perf_counter() - started:.1f} s ({load()}); step-level fit median |error| "
+              f"{100 * steps.median_abs_rel_error:.1f}%", flush=True)
+        out = args.out or Path(tempfile.mkdtemp()) / "hw.json"
+        hardware.save(out)
+        print(f"# spec written to {out}", flush=True)
+    records, summary = [], []
+    print("| model | schedule | predicted | measured | error | speedup pred | speedup meas |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for label, spec, tokens in configs():
+        result = compare(spec, hardware, tokens, target, repeat=args.repeat, progress=False)
+        for row in result.rows:
+            predicted, measured = result.speedups(row)
+            print(f"| {spec.name} ({label}, {tokens:,} tokens) | {row.schedule} | {row.predicted_s:.3f} s | "
+                  f"{row.measured_s:.3f} s | {100 * row.rel_error:+.1f}% | {predicted:.2f}x | {measured:.2f}x |",
+                  flush=True)
+        predicted, measured = diagonal_speedups(result)
+        summary.append((spec.name, result.median_abs_rel_error, predicted, measured, load()))
+        records += result.records()
+    print()
+    print("| model | median abs error | diagonal speedup pred / meas | speedup error | load after |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, median, predicted, measured, when in summary:
+        print(f"| {name} | {100 * median:.1f}% | {predicted:.2f}x / {measured:.2f}x | "
+              f"{100 * (predicted / measured - 1):+.1f}% | {when} |")
+    overall = statistics.median(abs(r["rel_error"]) for r in records)
+    worst_speedup = max(abs(p / m - 1) for _, _, p, m, _ in summary)
+    worst_median = max(median for _, median, _, _, _ in summary)
+    met = worst_median <= MEDIAN_TARGET and worst_speedup <= SPEEDUP_TARGET
+    print(f"\noverall median |error| {100 * overall:.1f}% (worst model {100 * worst_median:.1f}%, target "
+          f"{100 * MEDIAN_TARGET:.0f}%); worst speedup error {100 * worst_speedup:.1f}% (target "
+          f"{100 * SPEEDUP_TARGET:.0f}%): {'MET' if met else 'NOT MET'}")
+    if args.json:
+        args.json.write_text(json.dumps({"hardware": hardware.to_dict(), "records": records}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
