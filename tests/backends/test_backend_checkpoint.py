@@ -231,6 +231,20 @@ def test_hf_missing_and_misshaped_tensors_are_all_listed(tmp_path: Path) -> None
     assert "unexpected model.layers.0.self_attn.q_proj.bias" in message
 
 
+def test_hf_index_naming_a_missing_shard_is_named(tmp_path: Path) -> None:
+    write_hf(tmp_path, hf_tensors(HF_SPEC), shards=2)
+    (tmp_path / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"shard '.*model-00002-of-00002\.safetensors' is missing"):
+        load_model(tmp_path, HF_SPEC)
+
+
+def test_several_safetensors_without_an_index_are_refused(tmp_path: Path) -> None:
+    write_hf(tmp_path, hf_tensors(HF_SPEC), shards=2)
+    (tmp_path / "model.safetensors.index.json").unlink()
+    with pytest.raises(CheckpointError, match=r"expected model\.safetensors \(or shards listed by .*found .*00001"):
+        load_model(tmp_path, HF_SPEC)
+
+
 def test_hf_config_that_disagrees_with_the_spec_names_the_field(tmp_path: Path) -> None:
     write_hf(tmp_path, hf_tensors(HF_SPEC))
     with pytest.raises(CheckpointError) as info:
