@@ -24,12 +24,12 @@ SPEC = ModelSpec(name="ckpt", family="armt", num_layers=3, d_model=16, num_heads
                  vocab_size=41, segment_len=5, mem_tokens=2, mem_key_dim=4, dtype_bytes=4)
 
 
-def output_hash(model, seq_len: int = 13) -> str:
+def output_hash(model, seq_len: int = 13, seed: int = 1) -> str:
     spec = model.spec
     graph = build_cell_graph(spec.num_layers, segment_tokens=split_segments(seq_len, spec.segment_len),
                              rule=spec.dependency_rule)
     digest = OutputHash()
-    execute(model, random_token_ids(spec, seq_len, seed=1), make_schedule(graph, "diagonal"),
+    execute(model, random_token_ids(spec, seq_len, seed=seed), make_schedule(graph, "diagonal"),
             on_segment_output=digest, collect_outputs=False)
     return digest.hexdigest()
 
@@ -307,3 +307,20 @@ def test_cli_checkpoint_with_a_missing_key_exits_2_naming_it(tmp_path: Path, cap
     assert code == 2 and captured.out == ""
     assert len(captured.err.strip().splitlines()) == 1
     assert "missing mem_wkvb (expected shape [4, 81, 64])" in captured.err
+
+
+def test_cli_runs_an_hf_checkpoint_with_a_matching_spec_file(tmp_path: Path, capsys) -> None:
+    write_hf(tmp_path / "hf", hf_tensors(HF_SPEC))
+    (tmp_path / "spec.json").write_text(json.dumps(HF_SPEC.to_dict()))
+    args = ["run", "--model", str(tmp_path / "spec.json"), "--seq-len", "12", "--schedule", "diagonal", "--json"]
+    assert main([*args, "--checkpoint", str(tmp_path / "hf")]) == 0
+    loaded = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    seeded = json.loads(capsys.readouterr().out)
+    assert loaded["segments"] == 3 and loaded["output_sha256"] != seeded["output_sha256"]
+    assert loaded["output_sha256"] == output_hash(load_model(tmp_path / "hf", HF_SPEC), seq_len=12, seed=0)
+    bigger = tmp_path / "bigger.json"
+    bigger.write_text(json.dumps(HF_SPEC.replace(mlp_dim=32).to_dict()))
+    assert main(["run", "--model", str(bigger), "--seq-len", "12", "--schedule", "diagonal",
+                 "--checkpoint", str(tmp_path / "hf")]) == 2
+    assert "intermediate_size=24 in config.json but mlp_dim=32 in the given spec" in capsys.readouterr().err
