@@ -54,7 +54,7 @@ def load_model(
             "(rmtsched.backends.torch.checkpoint is not installed)"
         ) from exc
     loader: Callable = module.load_model
-    offered = {"dtype": dtype, "device": device, "seed": seed}
+    offered = {"dtype": dtype, "device": device, "seed": seed, "matmul": matmul}
     accepted = inspect.signature(loader).parameters
     return loader(checkpoint, spec, **{name: value for name, value in offered.items() if name in accepted})
 
