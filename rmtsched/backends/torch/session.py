@@ -1,26 +1,24 @@
 """What ``rmtsched run`` and ``rmtsched verify`` share: building a model on a device, seeded inputs,
 a streaming output hash, peak memory, and the list of schedules to verify.
 
-Checkpoints load through ``rmtsched.backends.torch.checkpoint.load_model(path, spec, ...)`` when that
-module is installed; ``load_model`` receives ``dtype``/``device``/``seed`` if its signature takes them.
+Checkpoints (rmtsched's own or a Hugging Face LLaMA directory) load through
+``rmtsched.backends.torch.checkpoint.load_model``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
 import resource
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from rmtsched.backends.torch.base import StackedModel
+from rmtsched.backends.torch.checkpoint import load_model as load_checkpoint_model
 from rmtsched.backends.torch.executor import execute
 from rmtsched.backends.torch.models import DTYPES, build_model, parse_dtype
-from rmtsched.errors import CheckpointError, SpecError
+from rmtsched.errors import SpecError
 from rmtsched.sched import CellGraph, Schedule, available_schedulers, build_cell_graph, make_schedule, split_segments
 from rmtsched.specs.model import ModelSpec
 
@@ -46,17 +44,7 @@ def load_model(
     """A seeded random model, or one loaded from ``checkpoint`` by the checkpoint module."""
     if checkpoint is None:
         return build_model(spec, seed=seed, dtype=dtype, device=device, matmul=matmul)
-    try:
-        module = importlib.import_module("rmtsched.backends.torch.checkpoint")
-    except ModuleNotFoundError as exc:
-        raise CheckpointError(
-            f"cannot load checkpoint {str(checkpoint)!r}: checkpoint loading is not yet supported "
-            "(rmtsched.backends.torch.checkpoint is not installed)"
-        ) from exc
-    loader: Callable = module.load_model
-    offered = {"dtype": dtype, "device": device, "seed": seed, "matmul": matmul}
-    accepted = inspect.signature(loader).parameters
-    return loader(checkpoint, spec, **{name: value for name, value in offered.items() if name in accepted})
+    return load_checkpoint_model(checkpoint, spec, dtype=dtype, device=device, seed=seed, matmul=matmul)
 
 
 def random_token_ids(spec: ModelSpec, num_tokens: int, seed: int, batch_size: int = 1) -> torch.Tensor:
