@@ -7,6 +7,7 @@ import json
 
 from rmtsched.calibrate.compare import BASELINE, Comparison, compare
 from rmtsched.calibrate.device import DEVICES, DTYPES, resolve_target
+from rmtsched.calibrate.pipeline import PipelineComparison, compare_pipelined
 from rmtsched.cli.args import non_negative_int, positive_int
 from rmtsched.specs.hardware import available_hardware_specs, load_hardware_spec
 from rmtsched.specs.model import available_model_specs, load_model_spec
@@ -29,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--schedule", action="append", default=None,
                         help="a scheduler to compare (repeatable; default: every registered one)")
     parser.add_argument("--max-width", type=positive_int, default=None, help="cap on cells per step")
+    parser.add_argument("--devices", type=positive_int, default=1,
+                        help="also run the pipelined schedule on this many processes (distributed backend) "
+                             "and compare makespan and per-rank busy time")
     parser.add_argument("--repeat", type=positive_int, default=3, help="timed runs per schedule (median)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
     parser.add_argument("--seed", type=non_negative_int, default=0)
@@ -49,8 +53,31 @@ def run(args: argparse.Namespace) -> int:
         spec, hardware, args.seq_len, target, schedules=args.schedule, repeat=args.repeat,
         max_width=args.max_width, seed=args.seed, progress=not args.no_progress, clock_name=args.clock,
     )
-    print(json.dumps(result.records()) if args.json else format_comparison(result))
+    pipeline = None
+    if args.devices > 1:
+        pipeline = compare_pipelined(spec, hardware, args.seq_len, target, args.devices, repeat=args.repeat,
+                                     seed=args.seed)
+    if args.json:
+        print(json.dumps(result.records() + ([pipeline.record()] if pipeline else [])))
+    else:
+        print(format_comparison(result))
+        if pipeline is not None:
+            print(format_pipeline(pipeline))
     return 0
+
+
+def format_pipeline(result: PipelineComparison) -> str:
+    """The multi-process pipelined run: makespan, then each rank's busy time."""
+    lines = [
+        f"pipelined on {result.devices} processes ({result.threads_per_device} threads each): predicted "
+        f"{_time(result.predicted_s)}, measured {_time(result.measured_s)} ({100 * result.rel_error:+.1f}%)"
+    ]
+    for rank in result.ranks:
+        lines.append(
+            f"  rank {rank.rank} layers {rank.layers[0]}..{rank.layers[1] - 1}: busy predicted "
+            f"{_time(rank.predicted_busy_s)}, measured {_time(rank.measured_busy_s)} ({100 * rank.rel_error:+.1f}%)"
+        )
+    return "\n".join(lines)
 
 
 def _time(seconds: float) -> str:

@@ -69,3 +69,16 @@ def test_bad_input_fails_in_one_line(capsys, args: list[str], message: str) -> N
     assert code == 2
     assert out == ""
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.distributed
+def test_pipelined_on_two_processes_compares_per_rank_busy_time(capsys) -> None:
+    code, out, _ = run_cli(capsys, *TINY, "--schedule", "sequential", "--devices", "2", "--json")
+    assert code == 0
+    pipelined = json.loads(out)[-1]
+    assert (pipelined["schedule"], pipelined["devices"]) == ("pipelined", 2)
+    assert [rank["layers"] for rank in pipelined["ranks"]] == [[0, 2], [2, 4]]
+    for rank in pipelined["ranks"]:
+        assert rank["predicted_busy_s"] > 0 and rank["measured_busy_s"] > 0
+        assert math.isfinite(rank["rel_error"])
+    assert pipelined["measured_s"] >= max(rank["measured_busy_s"] for rank in pipelined["ranks"])
