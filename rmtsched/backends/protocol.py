@@ -31,7 +31,8 @@ class RecurrentModel(Protocol):
     process): ``layers`` (a ``range``, default ``range(num_layers)``) names the global layers this object
     holds, and ``slice_layers(start, stop)`` returns a model holding only layers start..stop-1 (its own
     weight copies and state rows). Layer indices passed to ``forward_layers`` are always GLOBAL; state
-    row i belongs to layer ``layers.start + i``.
+    row i belongs to layer ``layers.start + i``. A ``device`` attribute, if present, is where the
+    executor puts the whole input once before the first step.
 
     Exactness: the executors give every schedule the same bits only if ``forward_layers`` is
     batch-invariant; ``rmtsched.backends.torch.kernels`` and ``RowMatmul`` are building blocks that are.

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from rmtsched.backends.torch.kernels import (
     attention_rows,
     dpfp,
+    dpfp_features,
     dpfp_index,
     l2_normalize,
     rms_norm,
@@ -74,6 +75,8 @@ def test_rotary_and_dpfp_are_batch_invariant(
         _assert_rows_invariant(lambda a: rotary_apply(a, cos[:, None], sin[:, None]), (x,), width)
         keys = _randn(generator, width, tokens, key_dim, dtype=dtype)
         _assert_rows_invariant(lambda a: dpfp(a, left, right), (keys,), width)
+        _assert_rows_invariant(lambda a: dpfp_features(a, 3), (keys,), width)
+        assert torch.equal(dpfp_features(keys, 3), dpfp(keys, left, right))
 
 
 @KERNEL_SETTINGS
@@ -93,6 +96,7 @@ def test_attention_rows_is_batch_invariant(
         v = qkv[..., heads + kv_heads :, :].transpose(2, 3)
 
         _assert_rows_invariant(attention_rows, (q, k, v), width)
+        _assert_rows_invariant(RowMatmul("auto").attention, (q, k, v), width)
         _assert_rows_invariant(lambda q, k, v: attention_rows(q, k, v, torch.empty_like(q)), (q, k, v), width)
 
 

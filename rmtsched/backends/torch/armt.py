@@ -32,7 +32,7 @@ import torch
 
 from rmtsched.backends.protocol import LayerState
 from rmtsched.backends.torch.base import StackedModel
-from rmtsched.backends.torch.kernels import dpfp, dpfp_index, l2_normalize, sigmoid
+from rmtsched.backends.torch.kernels import dpfp_features, l2_normalize, sigmoid
 from rmtsched.backends.torch.layers import llama_layers
 
 READ_EPS = 1e-5
@@ -42,10 +42,6 @@ class ARMTModel(StackedModel):
     """Associative Recurrent Memory Transformer (layer-local memory: the diagonal schedule is exact)."""
 
     uses_previous_output = False
-
-    def __init__(self, spec, params, *, layers=None, matmul="auto"):
-        super().__init__(spec, params, layers=layers, matmul=matmul)
-        self._dpfp_left, self._dpfp_right = dpfp_index(spec.mem_key_dim, spec.dpfp_nu, self.device)
 
     def init_state(self, batch_size: int) -> LayerState:
         spec = self.spec
@@ -79,7 +75,7 @@ class ARMTModel(StackedModel):
 
     # -- associative memory ---------------------------------------------------------------------------
     def _features(self, keys: torch.Tensor) -> torch.Tensor:
-        return l2_normalize(dpfp(keys, self._dpfp_left, self._dpfp_right))
+        return l2_normalize(dpfp_features(keys, self.spec.dpfp_nu))
 
     def _read(self, hidden: torch.Tensor, rows: slice, assoc: torch.Tensor) -> torch.Tensor:
         w, batch, n, d = hidden.shape

@@ -2,39 +2,38 @@
 
 Every function here takes tensors whose dim 0 is a *row* (one layer's cell of a step) and must give row
 i the same bits whatever w is: that is what makes a diagonal step of width w equal w sequential steps.
-Two kinds of kernel, chosen by what we measured on CPU with torch 2.13 (tests/backends/test_kernels.py):
+Two kinds of kernel, chosen by what we measured on CPU with torch 2.13 (tests/backends/test_backend_kernels.py):
 
 * element-wise and last-dim reductions run batched over all rows at once (exp, +, *, /, rsqrt,
   ``F.rms_norm``, vector norms, gathers are invariant). ``F.silu`` and ``torch.sigmoid`` are NOT: their
   vectorised and scalar-tail code paths round differently, and which elements hit the tail depends on
   the tensor size. We compose them from ``exp`` and exactly rounded arithmetic instead.
-* GEMMs and attention run as one library call per row (``torch.mm``, ``torch.bmm`` with the row's
-  batch, SDPA) on 64-byte-aligned operands, i.e. exactly the call a width-1 step makes. MKL's batched
-  GEMM (``torch.bmm`` over rows) and SDPA over a stacked batch are NOT batch-invariant in general
-  (fp64, odd shapes), and small GEMMs depend on operand alignment; ``RowMatmul`` (``rowmm.py``)
-  batches a GEMM only where a one-time probe shows the batched call gives the per-row bits.
+* GEMMs and attention are canonically one library call per row (``torch.mm``, ``torch.bmm`` with the
+  row's batch, SDPA) on 64-byte-aligned operands, i.e. exactly the call a width-1 step makes. MKL's
+  batched GEMM (``torch.bmm`` over rows) and SDPA over a stacked batch are NOT batch-invariant in
+  general (fp64, odd shapes), and small GEMMs depend on operand alignment; ``RowMatmul`` (``rowmm.py``)
+  makes one batched call only where a one-time probe shows it gives the per-row bits.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from rmtsched.backends.torch.rowmm import RowMatmul, aligned, row_matmul
+from rmtsched.backends.torch.rowmm import RowMatmul, aligned
 
 __all__ = [
     "RowMatmul",
     "aligned",
     "attention_rows",
     "dpfp",
+    "dpfp_features",
     "dpfp_index",
     "l2_normalize",
+    "merge_heads",
     "rms_norm",
     "rotary_apply",
     "rotary_tables",
-    "row_matmul",
     "sigmoid",
     "silu_mul",
 ]
@@ -96,25 +95,21 @@ def rotary_apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 def attention_rows(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Causal grouped-query attention, one SDPA call per row (SDPA over stacked rows is not invariant).
+    """Causal grouped-query attention, one canonical SDPA call per row (``RowMatmul("rows").attention``).
 
     ``q`` is ``[w, batch, heads, tokens, head_dim]``, ``k``/``v`` ``[w, batch, kv_heads, tokens,
     head_dim]``. Returns ``[w, batch, tokens, heads * head_dim]`` (heads merged, ready for o_proj), or,
     if ``out`` (q's shape) is given, writes the rows there and returns it. The causal mask covers
     segment and memory tokens alike.
     """
-    gqa = q.shape[2] != k.shape[2]
-    rows = [
-        F.scaled_dot_product_attention(aligned(qi), aligned(ki), aligned(vi), is_causal=True, enable_gqa=gqa)
-        for qi, ki, vi in zip(q.unbind(0), k.unbind(0), v.unbind(0), strict=True)
-    ]
-    if out is not None:
-        for row, target in zip(rows, out.unbind(0), strict=True):
-            target.copy_(row)
-        return out
-    stacked = rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)
-    w, batch, heads, tokens, head_dim = stacked.shape
-    return stacked.transpose(2, 3).reshape(w, batch, tokens, heads * head_dim)
+    attn = RowMatmul("rows").attention(q, k, v)
+    return merge_heads(attn) if out is None else out.copy_(attn)
+
+
+def merge_heads(attn: torch.Tensor) -> torch.Tensor:
+    """``[w, B, H, n, hd] -> [w, B, n, H * hd]`` (one copy)."""
+    w, batch, heads, tokens, head_dim = attn.shape
+    return attn.transpose(2, 3).reshape(w, batch, tokens, heads * head_dim)
 
 
 # -- associative memory --------------------------------------------------------------------------------
@@ -139,12 +134,25 @@ def dpfp(key: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> torch.Te
     return x.index_select(-1, left).mul_(x.index_select(-1, right))
 
 
+def dpfp_features(key: torch.Tensor, nu: int) -> torch.Tensor:
+    """DPFP-nu without gathers: the same values and order as ``dpfp(key, *dpfp_index(...))``.
+
+    Block j (1..nu) is ``x * roll(x, j)``: two slice products, ``x[j:] * x[:-j]`` and ``x[:j] * x[-j:]``
+    (shifts taken mod the width); IEEE products are exact per element, so this is the gather form's bits.
+    """
+    x = torch.cat((key, -key), dim=-1).relu_()
+    width = x.shape[-1]
+    phi = x.new_empty(*x.shape[:-1], nu, width)
+    for block, shift in enumerate(j % width for j in range(1, nu + 1)):
+        if shift == 0:
+            torch.mul(x, x, out=phi[..., block, :])
+            continue
+        torch.mul(x[..., shift:], x[..., : width - shift], out=phi[..., block, shift:])
+        torch.mul(x[..., :shift], x[..., width - shift :], out=phi[..., block, :shift])
+    return phi.flatten(-2)
+
+
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """``F.normalize(x, dim=-1)``: ``x / max(||x||_2, eps)`` over the last dim."""
     norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(eps)
     return x / norm
-
-
-def attention_scale(head_dim: int) -> float:
-    """SDPA's default softmax scale, stated for the cost model and the naive reference."""
-    return 1.0 / math.sqrt(head_dim)

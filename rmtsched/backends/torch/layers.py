@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rmtsched.backends.torch.kernels import attention_rows, rms_norm, rotary_apply, rotary_tables, silu_mul
+from rmtsched.backends.torch.kernels import merge_heads, rms_norm, rotary_apply, rotary_tables, silu_mul
 from rmtsched.backends.torch.rowmm import RowMatmul
 from rmtsched.specs.model import ModelSpec
 
@@ -56,7 +56,7 @@ def llama_layers(
     q = qk[..., :heads, :].transpose(2, 3)
     k = qk[..., heads:, :].transpose(2, 3)
     v = qkv[..., heads + kv_heads :, :].transpose(2, 3)
-    attn = attention_rows(q, k, v)
+    attn = merge_heads(matmul.attention(q, k, v))
     out = matmul.linear(attn.view(w, batch * n, heads * hd), params["wo"][rows])
     hidden = hidden + out.view(w, batch, n, d)
 

@@ -10,8 +10,8 @@ One batched call over all rows is faster, but MKL's batched GEMM picks different
 and dtypes (fp64 and odd fp32 shapes differ), so it is not batch-invariant in general. ``RowMatmul`` in
 "auto" mode probes each call signature once — shapes, strides, dtype, device, thread count and operand
 alignment, everything the library's choice of kernel can depend on — with random operands of that exact
-layout, and uses the batched call only if it reproduces the canonical bits on several draws; otherwise
-it loops over rows. Verdicts are cached per process.
+layout, and uses the batched call only if it reproduces the canonical bits on every draw (enough draws
+to compare at least 16k output elements); otherwise it loops over rows. Verdicts are cached per process.
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 # Modes: "rows" (always canonical per-row calls: exact by construction), "batched" (always one call:
 # fast, exact only where the library is batch-invariant), "auto" (batched where a probe proved it exact).
 MODES = ("auto", "rows", "batched")
 ALIGN_BYTES = 64
-_PROBE_DRAWS = 3
+# A probe compares at least this many output elements (more draws for small outputs, where a kernel
+# difference may touch only a few elements and agree by chance), with at least 3 and at most 256 draws.
+_PROBE_ELEMENTS = 1 << 14
 _PROBE_MAX_ELEMENTS = 1 << 26  # larger operands are not probed (their rows are big enough to run alone)
 _verdicts: dict[tuple, bool] = {}
 
@@ -48,7 +51,8 @@ def aligned_rows(rows: int, shape: tuple[int, ...], like: torch.Tensor) -> torch
 
 
 class RowMatmul:
-    """GEMMs over a leading row dimension whose row i equals the canonical width-1 call on row i."""
+    """GEMM-based kernels (matmuls, attention) over a leading row dimension whose row i equals the
+    canonical width-1 call on row i."""
 
     def __init__(self, mode: str = "auto"):
         if mode not in MODES:
@@ -67,6 +71,11 @@ class RowMatmul:
     def accumulate_(self, c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``c[i] += a[i] @ b[i]`` in place (``baddbmm_``), shapes as in ``batched``; ``c`` contiguous."""
         return self._run("accumulate", _baddbmm_rows_, _baddbmm_flat_, c, a, b)
+
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Causal (grouped-query) SDPA per row: ``q`` ``[w, B, H, n, hd]``, ``k``/``v`` ``[w, B, K, n, hd]``
+        -> ``[w, B, H, n, hd]``. The canonical row is one SDPA call on that row's aligned operands."""
+        return self._run("attention", _sdpa_rows, _sdpa_flat, q, k, v)
 
     # -- dispatch ----------------------------------------------------------------------------------
     def _run(self, name: str, per_row: Callable, flat: Callable, *operands: torch.Tensor) -> torch.Tensor:
@@ -90,10 +99,12 @@ def _layout(t: torch.Tensor) -> tuple:
     return (tuple(t.shape), t.stride(), t.dtype, t.data_ptr() % ALIGN_BYTES)
 
 
-def _probe_like(t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _probe_like(t: torch.Tensor, generator: torch.Generator, draw: int) -> torch.Tensor:
     """A random tensor with ``t``'s shape, strides, dtype, device and address alignment (mod 64 bytes).
 
-    Magnitudes span many binades so that two kernels summing in different orders round differently.
+    Even draws are standard normal, odd ones scaled by 2^U(-4, 4) per element: comparable magnitudes,
+    so a different summation order shows up in the last bits. (Very wide ranges hide it: large terms
+    absorb the small ones, and softmax saturates to one-hot rows.)
     """
     elem = t.element_size()
     quantum = ALIGN_BYTES // elem
@@ -101,8 +112,9 @@ def _probe_like(t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     flat = torch.empty(span + quantum, dtype=t.dtype, device=t.device)
     shift = (t.data_ptr() % ALIGN_BYTES - flat.data_ptr() % ALIGN_BYTES) // elem % quantum
     values = torch.randn(span, generator=generator, dtype=torch.float64)
-    scales = torch.exp2(torch.randint(-12, 13, (span,), generator=generator).to(torch.float64))
-    flat[shift : shift + span].copy_(values * scales)
+    if draw % 2:
+        values *= torch.exp2(torch.randint(-4, 5, (span,), generator=generator).to(torch.float64))
+    flat[shift : shift + span].copy_(values)
     return flat.as_strided(t.shape, t.stride(), shift)
 
 
@@ -111,8 +123,10 @@ def _probe(per_row: Callable, flat: Callable, operands: tuple[torch.Tensor, ...]
         return False
     generator = torch.Generator().manual_seed(0)
     in_place = per_row is _baddbmm_rows_
-    for _ in range(_PROBE_DRAWS):
-        fakes = [_probe_like(t, generator) for t in operands]
+    out_elements = operands[0].numel() if in_place else per_row(*operands).numel()
+    draws = min(256, max(3, -(-_PROBE_ELEMENTS // max(1, out_elements))))
+    for draw in range(draws):
+        fakes = [_probe_like(t, generator, draw) for t in operands]
         if in_place:
             expected, got = fakes[0].clone(), fakes[0].clone()
             per_row(expected, *fakes[1:])
@@ -148,7 +162,23 @@ def _baddbmm_rows_(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.T
     return c
 
 
+def _sdpa_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    gqa = q.shape[2] != k.shape[2]
+    rows = [
+        F.scaled_dot_product_attention(aligned(qi), aligned(ki), aligned(vi), is_causal=True, enable_gqa=gqa)
+        for qi, ki, vi in zip(q.unbind(0), k.unbind(0), v.unbind(0), strict=True)
+    ]
+    return rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)
+
+
 # -- one batched call over all rows ------------------------------------------------------------------
+def _sdpa_flat(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    out = F.scaled_dot_product_attention(
+        q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), is_causal=True, enable_gqa=q.shape[2] != k.shape[2]
+    )
+    return out.unflatten(0, q.shape[:2])
+
+
 def _bmm_flat3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a, b)
 
@@ -160,8 +190,3 @@ def _bmm_flat4(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _baddbmm_flat_(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     c.view(-1, *c.shape[2:]).baddbmm_(a.flatten(0, 1), b.flatten(0, 1))
     return c
-
-
-def row_matmul(mode: str = "auto") -> RowMatmul:
-    """A ``RowMatmul`` in ``mode`` ("auto", "rows" or "batched")."""
-    return RowMatmul(mode)
