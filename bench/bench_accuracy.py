@@ -8,6 +8,10 @@ speedup within 10%). The machine's load average is printed with every phase: tim
 work runs are inflated, and a calibration and a comparison under different load disagree.
 
     .venv/bin/python bench/bench_accuracy.py [--threads N] [--repeat R] [--hardware hw.json] [--out hw.json]
+                                             [--wait-quiet SECONDS]
+
+With ``--wait-quiet``, each phase first waits (up to SECONDS) until the whole machine has been idle (< 10%
+busy, from /proc/stat) for three seconds in a row, and the busy fraction seen during the phase is printed.
 """
 
 from __future__ import annotations
@@ -44,6 +48,49 @@ def load() -> str:
     return f"load {os.getloadavg()[0]:.2f}"
 
 
+def cpu_times() -> tuple[int, int]:
+    """(total, idle) jiffies of all CPUs since boot (Linux)."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
+def busy_since(start: tuple[int, int]) -> float:
+    """Fraction of all CPUs' time spent busy (any process, ours included) since ``start``."""
+    total, idle = cpu_times()
+    return 1.0 - (idle - start[1]) / max(1, total - start[0])
+
+
+class OthersMeter:
+    """CPUs used on average by OTHER processes during a phase: machine busy time minus our own CPU time."""
+
+    def __init__(self) -> None:
+        self.jiffies, self.own, self.wall = cpu_times(), _own_cpu_s(), time.monotonic()
+
+    def cpus(self) -> float:
+        total, idle = cpu_times()
+        busy_s = ((total - self.jiffies[0]) - (idle - self.jiffies[1])) / os.sysconf("SC_CLK_TCK")
+        return max(0.0, busy_s - (_own_cpu_s() - self.own)) / max(1e-9, time.monotonic() - self.wall)
+
+
+def _own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def wait_quiet(limit_s: float, threshold: float = 0.10, streak: int = 3) -> str:
+    """Wait until the machine is idle for ``streak`` seconds in a row, at most ``limit_s``."""
+    if limit_s <= 0:
+        return "no wait"
+    started, quiet = time.monotonic(), 0
+    while quiet < streak and time.monotonic() - started < limit_s:
+        mark = cpu_times()
+        time.sleep(1.0)
+        quiet = quiet + 1 if busy_since(mark) < threshold else 0
+    waited = time.monotonic() - started
+    return f"waited {waited:.0f} s for quiet" if quiet >= streak else f"NOT quiet after {waited:.0f} s"
+
+
 def diagonal_speedups(result: Comparison) -> tuple[float, float]:
     predicted, measured = result.speedups(result.row("diagonal"))
     return predicted, measured
@@ -56,17 +103,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hardware", default=None, help="use this spec instead of calibrating")
     parser.add_argument("--out", type=Path, default=None, help="keep the calibrated spec here")
     parser.add_argument("--json", type=Path, default=None, help="write every record here")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, help="wait up to this long for an idle machine")
     args = parser.parse_args(argv)
     target = resolve_target("cpu", "fp32", args.threads)
     print(f"# {target.threads} threads; {load()} at start", flush=True)
     if args.hardware:
         hardware = load_hardware_spec(args.hardware)
     else:
-        started = time.perf_counter()
-        calibration = calibrate(target)
+        waited = wait_quiet(args.wait_quiet)
+        started, others = time.perf_counter(), OthersMeter()
+        calibration = calibrate(target, progress=False)
         hardware = calibration.hardware
         steps = calibration.stages[-1]
-        print(f"# calibrated in {time.perf_counter() - started:.1f} s ({load()}); step-level fit median |error| "
+        print(f"# calibrated in {time.perf_counter() - started:.1f} s ({waited}; other processes used "
+              f"{others.cpus():.2f} CPUs meanwhile, {load()}); step/run-level fit median |error| "
               f"{100 * steps.median_abs_rel_error:.1f}%", flush=True)
         out = args.out or Path(tempfile.mkdtemp()) / "hw.json"
         hardware.save(out)
@@ -75,17 +125,20 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | schedule | predicted | measured | error | speedup pred | speedup meas |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for label, spec, tokens in configs():
+        waited = wait_quiet(args.wait_quiet)
+        others = OthersMeter()
         result = compare(spec, hardware, tokens, target, repeat=args.repeat, progress=False)
+        when = f"{waited}; others used {others.cpus():.2f} CPUs; {load()}"
         for row in result.rows:
             predicted, measured = result.speedups(row)
             print(f"| {spec.name} ({label}, {tokens:,} tokens) | {row.schedule} | {row.predicted_s:.3f} s | "
                   f"{row.measured_s:.3f} s | {100 * row.rel_error:+.1f}% | {predicted:.2f}x | {measured:.2f}x |",
                   flush=True)
         predicted, measured = diagonal_speedups(result)
-        summary.append((spec.name, result.median_abs_rel_error, predicted, measured, load()))
+        summary.append((spec.name, result.median_abs_rel_error, predicted, measured, when))
         records += result.records()
     print()
-    print("| model | median abs error | diagonal speedup pred / meas | speedup error | load after |")
+    print("| model | median abs error | diagonal speedup pred / meas | speedup error | machine during the run |")
     print("| --- | --- | --- | --- | --- |")
     for name, median, predicted, measured, when in summary:
         print(f"| {name} | {100 * median:.1f}% | {predicted:.2f}x / {measured:.2f}x | "
