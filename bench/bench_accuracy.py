@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{100 * steps.median_abs_rel_error:.1f}%", flush=True)
         out = args.out or Path(tempfile.mkdtemp()) / "hw.json"
         hardware.save(out)
-        print(f"# spec written to {out}", flush=True)
+        out.with_suffix(".report.json").write_text(json.dumps(calibration.report(), indent=1))
+        print(f"# spec written to {out} (every measurement in {out.with_suffix('.report.json')})", flush=True)
     records, summary = [], []
     print("| model | schedule | predicted | measured | error | speedup pred | speedup meas |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -6,11 +6,12 @@ predicted against measured time (``rmtsched compare``). This is the one layer th
 and ``backends``.
 """
 
-from rmtsched.calibrate.calibration import DEFAULT_PLAN, Calibration, Stage, calibrate, fit_plan, start_spec
+from rmtsched.calibrate.calibration import Calibration, calibrate, start_spec
 from rmtsched.calibrate.compare import Comparison, ScheduleComparison, compare
 from rmtsched.calibrate.device import Target, resolve_target
 from rmtsched.calibrate.fit import FitResult, fit_hardware
 from rmtsched.calibrate.measurement import Measurement
+from rmtsched.calibrate.plan import DEFAULT_PLAN, PerKernelStage, Stage, fit_plan
 
 __all__ = [
     "DEFAULT_PLAN",
@@ -18,6 +19,7 @@ __all__ = [
     "Comparison",
     "FitResult",
     "Measurement",
+    "PerKernelStage",
     "ScheduleComparison",
     "Stage",
     "Target",

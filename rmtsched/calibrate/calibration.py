@@ -1,9 +1,8 @@
 """``calibrate``: run the microbenchmarks, fit the simulator's ``HardwareSpec`` stage by stage.
 
-A fitting plan is data: each ``Stage`` fits some spec fields to the measurements of some groups, starting
-from the previous stage's spec. Start values come from the measurements themselves (the best observed
-GEMM rate, the dispatch time, the streaming bandwidth), so the least-squares search starts near its answer.
-The fitted rates are effective ones: efficiencies are set to 1 and the rates carry them.
+The stages are in ``plan.py``. Start values come from the measurements themselves (the best observed GEMM
+and vector rates, the dispatch time, the streaming bandwidth), so each least-squares search starts near its
+answer. The fitted rates are effective ones: the spec's efficiencies are set to 1 and the rates carry them.
 """
 
 from __future__ import annotations
@@ -18,42 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rmtsched.calibrate.device import Target, describe_host, device_memory_bytes
-from rmtsched.calibrate.fit import MATMUL_RATE, FitResult, fit_hardware, get_field, relative_errors
+from rmtsched.calibrate.fit import relative_errors
 from rmtsched.calibrate.measurement import Measurement
 from rmtsched.calibrate.microbench import FULL_GRID, QUICK_GRID, Grid, benches
+from rmtsched.calibrate.plan import DEFAULT_PLAN, PerKernelStage, Stage, StageReport, explained, fit_plan
 from rmtsched.calibrate.run import run_benches
 from rmtsched.calibrate.timing import FULL, QUICK, TimingPolicy, clock
 from rmtsched.specs.hardware import CPU_GENERIC, HardwareSpec
-
-
-@dataclass(frozen=True)
-class Stage:
-    """Fit ``free`` fields to the measurements of ``groups``; ``prior`` pulls (in log space) toward the start."""
-
-    name: str
-    groups: tuple[str, ...]
-    free: tuple[str, ...]
-    prior: float = 1e-4
-
-
-DEFAULT_PLAN: tuple[Stage, ...] = (
-    Stage("bandwidth", ("stream",), ("memory_bandwidth_bytes_per_s",)),
-    Stage("kernels", ("kernel",), (MATMUL_RATE, "matmul_half_flops", "vector_flops_per_s", "launch_overhead_s")),
-    Stage("steps", ("step", "run"), ("launch_overhead_s", MATMUL_RATE, "matmul_half_flops", "vector_flops_per_s")),
-)
-
-
-@dataclass(frozen=True)
-class StageReport:
-    """What one stage fitted and how well the spec after it explains its measurements."""
-
-    name: str
-    free: tuple[str, ...]
-    values: dict[str, float]
-    measurements: int
-    iterations: int
-    median_abs_rel_error: float
-    max_abs_rel_error: float
 
 
 @dataclass(frozen=True)
@@ -75,6 +45,7 @@ class Calibration:
             "host": self.host,
             "elapsed_s": self.elapsed_s,
             "stages": [vars(stage) | {"free": list(stage.free)} for stage in self.stages],
+            "median_abs_rel_error_by_group": explained(self.hardware, self.measurements),
             "measurements": [
                 m.to_dict() | {"predicted_s": m.measured_s * (1 + e), "rel_error": e}
                 for m, e in zip(self.measurements, errors, strict=True)
@@ -131,31 +102,6 @@ def _num_devices(target: Target) -> int:
     return max(1, (os.cpu_count() or 1) // target.threads)
 
 
-def fit_plan(
-    measurements: Sequence[Measurement], start: HardwareSpec, plan: Sequence[Stage] = DEFAULT_PLAN
-) -> tuple[HardwareSpec, tuple[StageReport, ...]]:
-    """Run the stages in order, each starting from the spec the previous one fitted; stages whose groups
-    have no measurements are skipped."""
-    hardware, reports = start, []
-    for stage in plan:
-        chosen = [m for m in measurements if m.group in stage.groups]
-        if not chosen:
-            continue
-        dtype = next(iter(start.matmul_flops_per_s))
-        result: FitResult = fit_hardware(chosen, hardware, stage.free, ridge=stage.prior)
-        hardware = result.hardware
-        reports.append(StageReport(
-            name=stage.name,
-            free=stage.free,
-            values={name: get_field(hardware, name, dtype) for name in stage.free},
-            measurements=len(chosen),
-            iterations=result.iterations,
-            median_abs_rel_error=result.median_abs_rel_error,
-            max_abs_rel_error=result.max_abs_rel_error,
-        ))
-    return hardware, tuple(reports)
-
-
 def calibrate(
     target: Target,
     *,
@@ -163,7 +109,7 @@ def calibrate(
     name: str | None = None,
     grid: Grid | None = None,
     policy: TimingPolicy | None = None,
-    plan: Sequence[Stage] = DEFAULT_PLAN,
+    plan: Sequence[Stage | PerKernelStage] = DEFAULT_PLAN,
     progress: bool = True,
     clock_name: str = "wall",
 ) -> Calibration:
@@ -182,7 +128,8 @@ def calibrate(
     hardware, stages = fit_plan(measurements, start, plan)
     host = describe_host(target)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    summary = "; ".join(f"{s.name}: median |err| {100 * s.median_abs_rel_error:.1f}%" for s in stages)
+    by_group = explained(hardware, measurements)
+    summary = "; ".join(f"{group}: median |err| {100 * error:.1f}%" for group, error in sorted(by_group.items()))
     notes = (
         f"Fitted by `rmtsched calibrate{' --quick' if quick else ''}` on {host}, {target.dtype_name}, {stamp}. "
         f"Rates are effective (efficiencies 1). {summary}. Link figures are cpu-generic's assumptions, "
@@ -201,4 +148,4 @@ def _load() -> float | None:
         return None
 
 
-__all__ = ["DEFAULT_PLAN", "Calibration", "Stage", "StageReport", "calibrate", "fit_plan", "start_spec"]
+__all__ = ["Calibration", "calibrate", "start_spec"]

@@ -109,13 +109,19 @@ def single_device_schedulers() -> list[str]:
     return [BASELINE, *(name for name in names if name != BASELINE)] if BASELINE in names else names
 
 
-def _schedules(graph: CellGraph, names: Sequence[str], max_width: int | None) -> dict[str, Schedule]:
+def _schedules(
+    graph: CellGraph, names: Sequence[str] | None, max_width: int | None
+) -> dict[str, Schedule]:
+    """One-device schedules of ``names``; by default every registered scheduler that can make one."""
     schedules = {}
-    for name in names:
+    for name in names or single_device_schedulers():
         try:
             schedules[name] = make_schedule(graph, name, max_width=max_width, num_devices=1)
         except ScheduleError as exc:
-            raise ScheduleError(f"scheduler {name!r} cannot run on one device: {exc}") from exc
+            if names:
+                raise ScheduleError(f"scheduler {name!r} cannot run on one device: {exc}") from exc
+    if not schedules:
+        raise ScheduleError("no registered scheduler can run this model on one device")
     return schedules
 
 
@@ -143,7 +149,7 @@ def compare(
         spec = spec.replace(dtype_bytes=target.dtype_bytes)  # cost the model in the dtype it runs in
     graph = build_cell_graph(spec.num_layers, segment_tokens=split_segments(seq_len, spec.segment_len),
                              rule=spec.dependency_rule)
-    plans = _schedules(graph, schedules or single_device_schedulers(), max_width)
+    plans = _schedules(graph, schedules, max_width)
     cost = CostModel(workload_from_spec(spec), hardware)
     predicted = {name: simulate(schedule, graph, cost).makespan_s for name, schedule in plans.items()}
 

@@ -37,17 +37,46 @@ class FitResult:
     max_abs_rel_error: float
 
 
+# Per-kernel tables a fit can set an entry of, as "table[kernel]", and the value an absent entry means.
+TABLES = {
+    "kernel_efficiency": lambda hardware: 1.0,
+    "kernel_launch_overhead_s": lambda hardware: hardware.launch_overhead_s,
+}
+
+
+def table_entry(name: str) -> tuple[str, str] | None:
+    """("kernel_efficiency", "attention") for "kernel_efficiency[attention]"; None for a plain field."""
+    table, bracket, rest = name.partition("[")
+    if not bracket or not rest.endswith("]") or table not in TABLES:
+        return None
+    return table, rest[:-1]
+
+
 def get_field(hardware: HardwareSpec, name: str, dtype: str) -> float:
+    """A fittable value: a field, the dtype's matmul rate, or a per-kernel table entry ("table[kernel]")."""
     if name == MATMUL_RATE:
         return hardware.matmul_peak_flops_per_s(dtype)
+    entry = table_entry(name)
+    if entry is not None:
+        table, kernel = entry
+        return float(getattr(hardware, table).get(kernel, TABLES[table](hardware)))
     return float(getattr(hardware, name))
 
 
 def with_fields(hardware: HardwareSpec, values: dict[str, float], dtype: str) -> HardwareSpec:
-    """``hardware`` with some fields replaced (``matmul_flops_per_s`` sets the ``dtype`` entry only)."""
-    changes: dict[str, object] = {name: value for name, value in values.items() if name != MATMUL_RATE}
-    if MATMUL_RATE in values:
-        changes[MATMUL_RATE] = {**hardware.matmul_flops_per_s, dtype: values[MATMUL_RATE]}
+    """``hardware`` with some values replaced (``matmul_flops_per_s`` sets the ``dtype`` entry only,
+    "table[kernel]" one entry of a per-kernel table)."""
+    changes: dict[str, object] = {}
+    for name, value in values.items():
+        entry = table_entry(name)
+        if name == MATMUL_RATE:
+            changes[MATMUL_RATE] = {**hardware.matmul_flops_per_s, dtype: value}
+        elif entry is not None:
+            table, kernel = entry
+            current = changes.get(table, getattr(hardware, table))
+            changes[table] = {**current, kernel: value}
+        else:
+            changes[name] = value
     return hardware.replace(**changes)
 
 
@@ -84,7 +113,7 @@ def fit_hardware(
             raise ValueError(f"free field {name!r} must start positive and finite, got {value!r}")
     theta0 = np.log(np.array(start_values, dtype=np.float64))
     measured = np.log(np.array([m.measured_s for m in measurements], dtype=np.float64))
-    rates = np.array([name.endswith("_per_s") for name in free])
+    rates = np.array([name.endswith("_per_s") or name.startswith("kernel_efficiency[") for name in free])
 
     def spec_at(theta: np.ndarray) -> HardwareSpec:
         return with_fields(start, dict(zip(free, np.exp(theta).tolist(), strict=True)), dtype)
@@ -156,4 +185,5 @@ def _jacobian(residuals, theta: np.ndarray, r: np.ndarray, step: float = 1e-6) -
     return np.stack(columns, axis=1)
 
 
-__all__ = ["MATMUL_RATE", "FitResult", "fit_hardware", "get_field", "relative_errors", "with_fields"]
+__all__ = ["MATMUL_RATE", "TABLES", "FitResult", "fit_hardware", "get_field", "relative_errors", "table_entry",
+           "with_fields"]

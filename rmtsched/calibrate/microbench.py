@@ -312,7 +312,7 @@ def run_suite(grid: Grid, target: Target) -> Iterator[Bench]:
     layers = grid.run_layers
     for d in grid.d_models:
         spec = grid_spec(d, "armt", grid, layers, target.dtype_bytes)
-        segments = max(2, grid.run_cells // layers)
+        segments = max(2, grid.run_cells // (layers * max(1, d // 256)))  # fewer segments for the widest
         graph = build_cell_graph(layers, segment_tokens=(spec.segment_len,) * segments)
         kernels = tuple(workload_from_spec(spec).cell_kernels(spec.segment_len))
         for name in ("sequential", "diagonal"):

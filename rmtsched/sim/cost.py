@@ -46,15 +46,23 @@ class CostModel:
         self._steps: dict[StepKey, StepProfile] = {}
 
     # -- kernels ---------------------------------------------------------------------------------
-    def kernel_time_s(self, flops: float, num_bytes: float, matmul: bool) -> float:
-        """Roofline with efficiency ramps: launch + max((F + F_half) / (eta peak), (B + B_half) / (eta BW))."""
+    def kernel_time_s(self, flops: float, num_bytes: float, matmul: bool, name: str | None = None) -> float:
+        """Roofline with efficiency ramps: launch + max((F + F_half) / (eta peak), (B + B_half) / (eta BW)).
+
+        A kernel ``name`` listed in the hardware's ``kernel_efficiency`` runs its compute at that multiple
+        of the rate, and one in ``kernel_launch_overhead_s`` pays that launch instead of the default one.
+        """
         hw = self.hardware
         if matmul:
             compute = (flops + hw.matmul_half_flops) / (hw.matmul_efficiency * self._matmul_peak)
         else:
             compute = flops / (hw.vector_efficiency * hw.vector_flops_per_s)
+        launch = hw.launch_overhead_s
+        if name is not None:
+            compute /= hw.kernel_efficiency.get(name, 1.0)
+            launch = hw.kernel_launch_overhead_s.get(name, launch)
         memory = (num_bytes + hw.memory_half_bytes) / (hw.memory_efficiency * hw.memory_bandwidth_bytes_per_s)
-        return hw.launch_overhead_s + max(compute, memory)
+        return launch + max(compute, memory)
 
     def kernels(self, tokens: int) -> list[tuple[tuple[str, int], KernelWork]]:
         """The cell's kernels keyed by (name, occurrence), so cells of different lengths line up."""
@@ -71,14 +79,17 @@ class CostModel:
     def cell_time_s(self, tokens: int) -> float:
         """One cell alone: every kernel launched once for it, its layer's weights read once."""
         return sum(
-            self.kernel_time_s(k.flops, k.weight_bytes + k.activation_bytes, k.matmul) for _, k in self.kernels(tokens)
+            self.kernel_time_s(k.flops, k.weight_bytes + k.activation_bytes, k.matmul, k.name)
+            for _, k in self.kernels(tokens)
         )
 
     def step_time_s(self, cell_tokens: Sequence[int], num_layers: int | None = None) -> float:
         """A batched step over cells of ``cell_tokens`` tokens touching ``num_layers`` distinct layers
         (default: one per cell): one launch per kernel, FLOPs and activations summed, weights per layer.
-        A ``per_row`` kernel instead costs what it costs in each cell alone, summed over the cells."""
+        A ``per_row`` kernel (or one the hardware lists in ``per_row_kernels``: the backend loops over rows
+        for it there) instead costs what it costs in each cell alone, summed over the cells."""
         distinct = len(cell_tokens) if num_layers is None else num_layers
+        row_looped = self.hardware.per_row_kernels
         per_row_s = 0.0
         flops: dict[tuple[str, int], float] = {}
         activations: dict[tuple[str, int], float] = {}
@@ -86,9 +97,9 @@ class CostModel:
         matmul: dict[tuple[str, int], bool] = {}
         for tokens in cell_tokens:
             for key, kernel in self.kernels(tokens):
-                if kernel.per_row:
+                if kernel.per_row or kernel.name in row_looped:
                     per_row_s += self.kernel_time_s(
-                        kernel.flops, kernel.weight_bytes + kernel.activation_bytes, kernel.matmul
+                        kernel.flops, kernel.weight_bytes + kernel.activation_bytes, kernel.matmul, kernel.name
                     )
                     continue
                 flops[key] = flops.get(key, 0.0) + kernel.flops
@@ -96,7 +107,8 @@ class CostModel:
                 weights[key] = max(weights.get(key, 0.0), kernel.weight_bytes)
                 matmul[key] = kernel.matmul
         return per_row_s + sum(
-            self.kernel_time_s(flops[key], activations[key] + distinct * weights[key], matmul[key]) for key in flops
+            self.kernel_time_s(flops[key], activations[key] + distinct * weights[key], matmul[key], key[0])
+            for key in flops
         )
 
     def working_set_bytes(self, tokens: int) -> float:

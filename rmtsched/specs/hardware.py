@@ -12,7 +12,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,13 @@ class HardwareSpec:
     only a fraction of peak, a batched (wider) one pays the ramp once. Vector (non-matmul) work runs at
     ``vector_flops_per_s * vector_efficiency``. ``link_bandwidth_bytes_per_s`` and ``link_latency_s``
     describe one device-to-device link; every ordered pair of devices has its own.
+
+    Per-kernel corrections, keyed by ``KernelWork.name`` (empty for the presets; ``rmtsched calibrate``
+    fits them for one backend on one device): ``kernel_efficiency`` multiplies the compute rate of that
+    kernel (attention through a fused SDPA call runs far below the GEMM rate on a CPU);
+    ``kernel_launch_overhead_s`` replaces ``launch_overhead_s`` for it (a modelled kernel the backend
+    runs as several framework ops); ``per_row_kernels`` names kernels the backend launches once per cell
+    of a batched step (a per-row loop), like ``KernelWork.per_row``.
     """
 
     name: str
@@ -49,6 +56,9 @@ class HardwareSpec:
     vector_efficiency: float = 1.0
     memory_efficiency: float = 1.0
     memory_half_bytes: float = 0.0
+    kernel_efficiency: Mapping[str, float] = field(default_factory=dict)
+    kernel_launch_overhead_s: Mapping[str, float] = field(default_factory=dict)
+    per_row_kernels: tuple[str, ...] = ()
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -69,6 +79,20 @@ class HardwareSpec:
                 raise SpecError(f"hardware {self.name!r}: {name} must be in (0, 1], got {value!r}")
         if not isinstance(self.num_devices, int) or self.num_devices <= 0:
             raise SpecError(f"hardware {self.name!r}: num_devices must be a positive integer, got {self.num_devices!r}")
+        for table in ("kernel_efficiency", "kernel_launch_overhead_s"):
+            values = getattr(self, table)
+            if not isinstance(values, Mapping):
+                raise SpecError(f"hardware {self.name!r}: {table} must map kernel names to numbers, got {values!r}")
+            for kernel, value in values.items():
+                if table == "kernel_efficiency":
+                    _require_positive(self.name, f"{table}[{kernel!r}]", value)
+                elif not isinstance(value, int | float) or value < 0 or math.isnan(value):
+                    raise SpecError(f"hardware {self.name!r}: {table}[{kernel!r}] must be a number >= 0, got {value!r}")
+        if isinstance(self.per_row_kernels, str) or not all(isinstance(k, str) for k in self.per_row_kernels):
+            raise SpecError(
+                f"hardware {self.name!r}: per_row_kernels must be a list of kernel names, got {self.per_row_kernels!r}"
+            )
+        object.__setattr__(self, "per_row_kernels", tuple(self.per_row_kernels))
 
     def matmul_peak_flops_per_s(self, dtype: int | str) -> float:
         """Dense matmul peak for a dtype name ("bf16") or element size in bytes (2 -> bf16, 4 -> fp32, 1 -> fp8)."""
@@ -93,6 +117,9 @@ class HardwareSpec:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["matmul_flops_per_s"] = dict(self.matmul_flops_per_s)
+        data["kernel_efficiency"] = dict(self.kernel_efficiency)
+        data["kernel_launch_overhead_s"] = dict(self.kernel_launch_overhead_s)
+        data["per_row_kernels"] = list(self.per_row_kernels)
         return data
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -107,7 +134,10 @@ class HardwareSpec:
         unknown = set(data) - names
         if unknown:
             raise SpecError(f"unknown hardware spec field(s) {sorted(unknown)}; expected some of {sorted(names)}")
-        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        required = {
+            f.name for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
         missing = required - set(data)
         if missing:
             raise SpecError(f"hardware spec is missing field(s) {sorted(missing)}")

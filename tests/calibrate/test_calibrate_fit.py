@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from rmtsched.calibrate.calibration import DEFAULT_PLAN, fit_plan
 from rmtsched.calibrate.fit import MATMUL_RATE, fit_hardware, get_field, relative_errors
 from rmtsched.calibrate.measurement import Measurement
+from rmtsched.calibrate.plan import DEFAULT_PLAN, fit_plan
 from rmtsched.sim.workload import workload_from_spec
 from rmtsched.specs.cost import KernelWork
 from rmtsched.specs.hardware import HardwareSpec
@@ -42,7 +42,8 @@ def synthetic(truth: HardwareSpec, noise: float = 0.0, seed: int = 0) -> list[Me
         for w in (1, 2, 4, 8):
             groups = [("kernel", (k,)) for k in kernels] + [("step", tuple(kernels))]
             for group, work in groups:
-                probe = Measurement(f"{group}-{d}-{w}", group, work, w, 1.0)
+                label = work[0].name if len(work) == 1 else "cell"
+                probe = Measurement(f"{group}-{label}-{d}-{w}", group, work, w, 1.0)
                 seconds = probe.predict_s(truth) * math.exp(noise * rng.standard_normal())
                 measurements.append(Measurement(probe.name, group, work, w, seconds))
     stream = KernelWork("stream", 0, 0, 3 * 4 * (1 << 26), matmul=False)
@@ -80,12 +81,27 @@ def test_fit_with_noise_stays_close() -> None:
     assert result.median_abs_rel_error < 0.05
 
 
-def test_plan_fits_bandwidth_then_kernels_then_steps() -> None:
+def test_plan_recovers_a_spec_without_per_kernel_corrections() -> None:
     hardware, stages = fit_plan(synthetic(TRUTH), perturbed(TRUTH, 2.5, bandwidth=True), DEFAULT_PLAN)
-    assert [stage.name for stage in stages] == [stage.name for stage in DEFAULT_PLAN]
+    names = [stage.name for stage in stages]
+    assert names[:2] == ["bandwidth", "rates"] and names[-1] == "steps"
+    assert {name.split(":")[0] for name in names[2:-1]} == {"per-kernel"}
     assert hardware.memory_bandwidth_bytes_per_s == pytest.approx(TRUTH.memory_bandwidth_bytes_per_s, rel=1e-3)
     assert max(abs(e) for e in relative_errors(hardware, synthetic(TRUTH))) < 1e-3
     assert stages[-1].median_abs_rel_error < 1e-4
+    # The truth has no per-kernel corrections, so the fitted ones are (close to) neutral and none is per-row.
+    assert all(value == pytest.approx(1.0, rel=1e-2) for value in hardware.kernel_efficiency.values())
+    assert hardware.per_row_kernels == ()
+
+
+def test_plan_finds_a_slow_per_row_attention() -> None:
+    truth = TRUTH.replace(kernel_efficiency={"attention": 0.125}, kernel_launch_overhead_s={"attention": 6e-5},
+                          per_row_kernels=("attention",))
+    hardware, _ = fit_plan(synthetic(truth), perturbed(TRUTH, 1.5), DEFAULT_PLAN)
+    assert hardware.per_row_kernels == ("attention",)
+    assert hardware.kernel_efficiency["attention"] == pytest.approx(0.125, rel=1e-2)
+    assert hardware.kernel_launch_overhead_s["attention"] == pytest.approx(6e-5, rel=1e-2)
+    assert max(abs(e) for e in relative_errors(hardware, synthetic(truth))) < 1e-2
 
 
 def test_fit_is_deterministic() -> None:
