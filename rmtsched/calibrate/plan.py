@@ -28,6 +28,7 @@ GEMMS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "mem_read_key")
 LINEAR = (*GEMMS, "mem_write_proj")
 VECTOR = ("attn_norm", "swiglu", "mem_read_phi")
 OWN_KERNELS = ("attention", "mem_read", "mem_write_update", "mem_read_phi", "attn_norm", "swiglu")
+PER_ROW_MARGIN = 0.7
 # Simulator kernels the backend runs with the same code as a benchmarked one.
 SIBLINGS: dict[str, tuple[str, ...]] = {
     "attn_norm": ("mlp_norm",),
@@ -105,8 +106,9 @@ class PerKernelStage:
             free = (f"kernel_efficiency[{kernel}]", f"kernel_launch_overhead_s[{kernel}]")
             batched = hardware.replace(per_row_kernels=tuple(k for k in hardware.per_row_kernels if k != kernel))
             looped = batched.replace(per_row_kernels=(*batched.per_row_kernels, kernel))
-            results = [fit_hardware(chosen, start, free, ridge=self.prior) for start in (batched, looped)]
-            result = min(results, key=lambda r: r.rms_log_error)
+            as_batched, as_looped = (fit_hardware(chosen, start, free, ridge=self.prior) for start in (batched, looped))
+            # Per-row only when it explains the times clearly better: noise alone must not flip a batched kernel.
+            result = as_looped if as_looped.rms_log_error < PER_ROW_MARGIN * as_batched.rms_log_error else as_batched
             hardware = _copy_to_siblings(result.hardware, kernel, self.siblings.get(kernel, ()))
             per_row = kernel in hardware.per_row_kernels
             reports.append(StageReport(
