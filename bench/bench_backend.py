@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -147,10 +148,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--segments", type=int, default=128)
     parser.add_argument("--big-segments", type=int, default=24)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", action="store_true", help="also print all figures as one JSON line")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sections = args.only or ["speed", "overhead", "memory", "survey"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 on cpu")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 on cpu, load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at start")
     results: dict[str, object] = {}
     if "speed" in sections:
         results["speed"] = bench_speed(args.repeats, args.segments, args.big_segments)
@@ -160,6 +165,7 @@ def main() -> None:
         results["memory"] = bench_memory(65_536, 1_048_576)
     if "survey" in sections:
         results["survey"] = survey_invariance(100)
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at end")
     if args.json:
         print(json.dumps(results))
 
