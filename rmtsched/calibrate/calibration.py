@@ -91,6 +91,7 @@ def start_spec(measurements: Sequence[Measurement], target: Target, name: str) -
         vector_efficiency=1.0,
         memory_efficiency=1.0,
         memory_half_bytes=0.0,
+        cell_overhead_s=launch,
     )
 
 

@@ -17,6 +17,9 @@ from rmtsched.sim.workload import Workload
 from rmtsched.specs.cost import KernelWork
 from rmtsched.specs.hardware import HardwareSpec
 
+# Measurement groups timed through the executor (a whole step or schedule run).
+EXECUTOR_GROUPS = ("step", "run")
+
 
 @dataclass(frozen=True)
 class _Kernels:
@@ -36,6 +39,7 @@ class Measurement:
     ``width``) counts the distinct weight sets the call reads, as the cost model reads weights once per
     layer. A whole schedule run on one device gives ``steps``: (width, count) pairs, each a step of that
     many cells on as many layers, ``count`` times; its prediction is the sum (``width`` is then the widest).
+    Only calls through the executor (groups in ``EXECUTOR_GROUPS``) pay the spec's per-cell overhead.
     """
 
     name: str
@@ -62,6 +66,8 @@ class Measurement:
     def predict_s(self, hardware: HardwareSpec) -> float:
         """The simulator's time for this call on ``hardware`` (a step of ``width`` identical cells, or the
         sum of ``steps``)."""
+        if self.group not in EXECUTOR_GROUPS and hardware.cell_overhead_s:
+            hardware = hardware.replace(cell_overhead_s=0.0)  # a bare kernel call has no executor around it
         workload = Workload(self.name, self.width, _Kernels(self.kernels), self.dtype_bytes)
         cost = CostModel(workload, hardware)
         if self.steps is None:
@@ -85,4 +91,4 @@ class Measurement:
         }
 
 
-__all__ = ["Measurement"]
+__all__ = ["EXECUTOR_GROUPS", "Measurement"]

@@ -11,7 +11,8 @@ A plan is data, a tuple of stages run in order, each starting from the spec the 
    and is marked per-row when a loop over the step's rows explains its times better (SDPA per row); the
    values are copied to kernels the backend implements the same way (``mlp_norm`` as ``attn_norm``).
 4. ``steps``: whole executor steps and runs set the default launch cost of the kernels no benchmark
-   isolates (rotary, residual adds, the executor's own work) and refine the two rates.
+   isolates (rotary, residual adds, the executor's own per-step work), the cost per cell of a step (the
+   executor's per-cell gather and scatter), and refine the two rates.
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ DEFAULT_PLAN: tuple[Stage | PerKernelStage, ...] = (
     Stage("rates", ("kernel",), (MATMUL_RATE, "matmul_half_flops", "vector_flops_per_s", "launch_overhead_s"),
           kernels=GEMMS + VECTOR, pin_launch=LINEAR + VECTOR),
     PerKernelStage("per-kernel", OWN_KERNELS, SIBLINGS),
-    Stage("steps", ("step", "run"), ("launch_overhead_s", MATMUL_RATE, "vector_flops_per_s")),
+    Stage("steps", ("step", "run"), ("launch_overhead_s", "cell_overhead_s", MATMUL_RATE, "vector_flops_per_s"),
+          prior=1e-6),
 )
 
 

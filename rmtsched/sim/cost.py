@@ -78,7 +78,7 @@ class CostModel:
     # -- cells and steps -------------------------------------------------------------------------
     def cell_time_s(self, tokens: int) -> float:
         """One cell alone: every kernel launched once for it, its layer's weights read once."""
-        return sum(
+        return self.hardware.cell_overhead_s + sum(
             self.kernel_time_s(k.flops, k.weight_bytes + k.activation_bytes, k.matmul, k.name)
             for _, k in self.kernels(tokens)
         )
@@ -87,10 +87,11 @@ class CostModel:
         """A batched step over cells of ``cell_tokens`` tokens touching ``num_layers`` distinct layers
         (default: one per cell): one launch per kernel, FLOPs and activations summed, weights per layer.
         A ``per_row`` kernel (or one the hardware lists in ``per_row_kernels``: the backend loops over rows
-        for it there) instead costs what it costs in each cell alone, summed over the cells."""
+        for it there) instead costs what it costs in each cell alone, summed over the cells, and every cell
+        pays the hardware's ``cell_overhead_s``."""
         distinct = len(cell_tokens) if num_layers is None else num_layers
         row_looped = self.hardware.per_row_kernels
-        per_row_s = 0.0
+        per_row_s = len(cell_tokens) * self.hardware.cell_overhead_s
         flops: dict[tuple[str, int], float] = {}
         activations: dict[tuple[str, int], float] = {}
         weights: dict[tuple[str, int], float] = {}

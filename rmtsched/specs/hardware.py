@@ -39,7 +39,8 @@ class HardwareSpec:
     kernel (attention through a fused SDPA call runs far below the GEMM rate on a CPU);
     ``kernel_launch_overhead_s`` replaces ``launch_overhead_s`` for it (a modelled kernel the backend
     runs as several framework ops); ``per_row_kernels`` names kernels the backend launches once per cell
-    of a batched step (a per-row loop), like ``KernelWork.per_row``.
+    of a batched step (a per-row loop), like ``KernelWork.per_row``. ``cell_overhead_s`` is paid once
+    per cell of every step (an executor gathering and scattering each cell's tensors).
     """
 
     name: str
@@ -59,6 +60,7 @@ class HardwareSpec:
     kernel_efficiency: Mapping[str, float] = field(default_factory=dict)
     kernel_launch_overhead_s: Mapping[str, float] = field(default_factory=dict)
     per_row_kernels: tuple[str, ...] = ()
+    cell_overhead_s: float = 0.0
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -69,7 +71,8 @@ class HardwareSpec:
         for name in ("vector_flops_per_s", "memory_bandwidth_bytes_per_s", "memory_bytes",
                      "link_bandwidth_bytes_per_s"):
             _require_positive(self.name, name, getattr(self, name))
-        for name in ("launch_overhead_s", "link_latency_s", "matmul_half_flops", "memory_half_bytes"):
+        for name in ("launch_overhead_s", "link_latency_s", "matmul_half_flops", "memory_half_bytes",
+                     "cell_overhead_s"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0 or math.isnan(value):
                 raise SpecError(f"hardware {self.name!r}: {name} must be a number >= 0, got {value!r}")

@@ -40,6 +40,13 @@ def test_per_row_kernels_are_launched_once_per_cell(width: int) -> None:
     assert looped.step_time_s([64] * width) - batched.step_time_s([64] * width) == pytest.approx((width - 1) * 1e-5)
 
 
+@pytest.mark.parametrize("width", [1, 3])
+def test_every_cell_of_a_step_pays_the_cell_overhead(width: int) -> None:
+    plain, busy = cost(BASE), cost(BASE.replace(cell_overhead_s=7e-6))
+    assert busy.step_time_s([64] * width) - plain.step_time_s([64] * width) == pytest.approx(width * 7e-6)
+    assert busy.step_time_s([64]) == pytest.approx(busy.cell_time_s(64))
+
+
 def test_tables_round_trip_through_json(tmp_path) -> None:
     hardware = BASE.replace(kernel_efficiency={"attention": 0.1}, kernel_launch_overhead_s={"norm": 2e-5},
                             per_row_kernels=["attention"])
@@ -57,6 +64,7 @@ def test_tables_round_trip_through_json(tmp_path) -> None:
         ({"kernel_efficiency": [0.5]}, "must map kernel names"),
         ({"kernel_launch_overhead_s": {"norm": -1.0}}, "kernel_launch_overhead_s"),
         ({"per_row_kernels": "attention"}, "per_row_kernels"),
+        ({"cell_overhead_s": -1e-6}, "cell_overhead_s"),
     ],
 )
 def test_bad_tables_are_refused(changes: dict, message: str) -> None:
