@@ -31,7 +31,7 @@ def test_every_schedule_prints_the_same_output_hash(capsys: pytest.CaptureFixtur
     records = [
         _json_run(["--seq-len", "37", "--schedule", name, *extra], capsys)
         for name, extra in [("sequential", []), ("diagonal", []), ("diagonal", ["--max-width", "2"]),
-                            ("pipelined", ["--devices", "4"]), ("greedy", [])]
+                            ("pipelined", ["--devices", "4", "--in-process"]), ("greedy", [])]
     ]
     assert len({r["output_sha256"] for r in records}) == 1
     assert [r["steps"] for r in records[:2]] == [4 * 5, 4 + 5 - 1]
