@@ -6,11 +6,11 @@ form for the named schedules. ``sim.trace`` and ``sim.report`` turn results into
 """
 
 from rmtsched.sim.analytic import analytic_simulate, available_closed_forms, register_closed_form
-from rmtsched.sim.armt_cost import armt_cell_kernels, decoder_layer_kernels, full_attention_layer_kernels
 from rmtsched.sim.cost import CostModel, StepProfile
 from rmtsched.sim.engine import simulate
 from rmtsched.sim.result import Event, SimResult, Timeline, TransferRecord
 from rmtsched.sim.workload import Workload, full_attention_workload, workload_from_model, workload_from_spec
+from rmtsched.specs.armt_cost import armt_cell_kernels, decoder_layer_kernels, full_attention_layer_kernels
 
 __all__ = [
     "CostModel",

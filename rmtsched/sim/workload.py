@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from rmtsched.errors import SpecError
-from rmtsched.sim.armt_cost import armt_cell_kernels, full_attention_layer_kernels
+from rmtsched.specs.armt_cost import armt_cell_kernels, full_attention_layer_kernels
 from rmtsched.specs.cost import KernelWork
 from rmtsched.specs.model import ModelSpec
 

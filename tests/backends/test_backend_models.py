@@ -11,6 +11,7 @@ from rmtsched.backends.torch import init_params, param_shapes
 from rmtsched.backends.torch.models import parse_dtype
 from rmtsched.errors import SpecError
 from rmtsched.sched import make_schedule
+from rmtsched.specs.armt_cost import armt_cell_kernels
 from rmtsched.specs.model import ModelSpec, load_model_spec
 
 SPEC = ModelSpec(name="m", family="armt", num_layers=3, d_model=32, num_heads=4, num_kv_heads=2, mlp_dim=48,
@@ -111,7 +112,8 @@ def test_models_satisfy_the_protocol_and_describe_their_cost() -> None:
         assert all(k.flops > 0 for k in kernels.values())
         tokens = SPEC.replace(family=family).tokens_per_cell(SPEC.segment_len)
         assert kernels["qkv_proj"].flops == 2 * tokens * 32 * (4 + 2 * 2) * 8
-        assert ("assoc_write" in kernels) == (family == "armt")
+        assert ("mem_write_update" in kernels) == (family == "armt")
+        assert model.cell_kernels(5) == armt_cell_kernels(SPEC.replace(family=family), 5)  # the simulator's
 
 
 def test_unknown_dtype_names_are_rejected() -> None:

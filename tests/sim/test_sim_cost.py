@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from sim_helpers import synthetic_workload, unit_hardware
 
 from rmtsched.sim import CostModel, armt_cell_kernels, full_attention_workload, workload_from_model, workload_from_spec
-from rmtsched.sim.armt_cost import causal_pairs, decoder_layer_kernels, total_flops
+from rmtsched.specs.armt_cost import causal_pairs, decoder_layer_kernels, total_flops
 from rmtsched.specs.cost import KernelWork
 from rmtsched.specs.hardware import available_hardware_specs, load_hardware_spec
 from rmtsched.specs.model import load_model_spec

@@ -13,11 +13,11 @@ from collections.abc import Mapping
 import torch
 
 from rmtsched.backends.protocol import LayerState
-from rmtsched.backends.torch.cost import cell_kernels
 from rmtsched.backends.torch.kernels import rms_norm
 from rmtsched.backends.torch.layers import RotaryCache
 from rmtsched.backends.torch.params import check_params, layer_param_names
 from rmtsched.backends.torch.rowmm import RowMatmul
+from rmtsched.specs.armt_cost import armt_cell_kernels
 from rmtsched.specs.cost import KernelWork
 from rmtsched.specs.model import ModelSpec
 
@@ -60,7 +60,7 @@ class StackedModel:
         return self.spec.dependency_rule
 
     def cell_kernels(self, tokens: int) -> list[KernelWork]:
-        return cell_kernels(self.spec, tokens)
+        return armt_cell_kernels(self.spec, tokens)
 
     # -- slicing ----------------------------------------------------------------------------------
     def slice_layers(self, start: int, stop: int) -> StackedModel:

@@ -1,5 +1,10 @@
 """Kernel-by-kernel work of the built-in models: an ARMT or RMT cell, and a full-attention LLaMA layer.
 
+The one cost description of the built-in models: the simulator's ``workload_from_spec`` and the torch
+models' ``cell_kernels`` both read it, so a spec and the model built from it are costed alike, and the
+kernel names are the ones calibration measures and hardware specs tabulate. It lives in ``specs``
+because both ``sim`` and ``backends`` need it and neither may import the other.
+
 Counts follow design notes sections 3 and 5. One cell is one LLaMA decoder layer on the segment's
 ``n = spec.tokens_per_cell(tokens)`` tokens (ARMT: T + M, RMT: T + 2M) with causal attention; ARMT adds
 the associative read on all n tokens and the write from the M memory tokens. A multiply-add is 2 FLOPs;
