@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from random_dags import predecessor_rule, random_valid_schedule, shuffled_forward_edges
 
 from rmtsched.sched import Cell, CellGraph, Schedule, Step, Transfer, build_cell_graph, split_segments
 
@@ -28,13 +29,7 @@ SCHEDULERS = ("sequential", "diagonal", "pipelined", "greedy")
 def random_forward_edges(num_layers: int, num_segments: int, rng: random.Random) -> list[tuple[Cell, Cell]]:
     """A random DAG over the grid: either forward edges over a shuffled order, or a subset of a built-in rule."""
     if rng.random() < 0.5:
-        order = [Cell(layer, segment) for segment in range(num_segments) for layer in range(num_layers)]
-        rng.shuffle(order)
-        edges = []
-        for position, target in enumerate(order[1:], start=1):
-            fan_in = min(position, rng.choice((0, 1, 1, 2, 3)))
-            edges.extend((source, target) for source in rng.sample(order[:position], fan_in))
-        return edges
+        return shuffled_forward_edges(num_layers, num_segments, rng)
     keep = rng.choice((0.3, 0.7, 1.0))
     base = build_cell_graph(num_layers, num_segments, rule=rng.choice(BUILTIN_RULES))
     return [edge for edge in base.edges() if rng.random() < keep]
@@ -44,10 +39,7 @@ def user_rule(edges: list[tuple[Cell, Cell]], form: str) -> object:
     """The same edges as an edge list or as a predecessor function."""
     if form == "edges":
         return [(tuple(source), tuple(target)) for source, target in edges]
-    preds: dict[Cell, list[Cell]] = {}
-    for source, target in edges:
-        preds.setdefault(target, []).append(source)
-    return lambda cell, num_layers, num_segments: preds.get(cell, [])
+    return predecessor_rule(edges)
 
 
 @st.composite
@@ -84,45 +76,12 @@ class Placed:
     rng: random.Random
 
 
-def random_valid_schedule(graph: CellGraph, rng: random.Random, num_devices: int) -> Schedule:
-    """A random topological schedule: each step is a random non-empty batch of ready cells on a random device.
-
-    Ready cells never depend on each other, so any batch of them is a legal step; every edge whose
-    endpoints land on different devices gets its transfer (once per producer and destination device).
-    """
-    remaining = {cell: len(graph.predecessors(cell)) for cell in graph.cells()}
-    ready = [cell for cell, count in remaining.items() if count == 0]
-    steps: list[Step] = []
-    device_of: dict[Cell, int] = {}
-    while ready:
-        rng.shuffle(ready)
-        width = rng.randint(1, len(ready))
-        batch, ready = ready[:width], ready[width:]
-        device = rng.randrange(num_devices)
-        steps.append(Step(tuple(batch), device))
-        for cell in batch:
-            device_of[cell] = device
-            for succ in graph.successors(cell):
-                remaining[succ] -= 1
-                if remaining[succ] == 0:
-                    ready.append(succ)
-    transfers = list(
-        dict.fromkeys(
-            Transfer(source, device_of[source], device_of[target])
-            for source, target in graph.edges()
-            if device_of[source] != device_of[target]
-        )
-    )
-    rng.shuffle(transfers)
-    return Schedule(tuple(steps), tuple(transfers), "random", num_devices)
-
-
 @st.composite
 def valid_schedules(draw: st.DrawFn, max_devices: int = 3, **graph_kwargs: object) -> Placed:
     graph = draw(cell_graphs(**graph_kwargs))
     rng = random.Random(draw(st.integers(0, 2**32 - 1)))
     num_devices = draw(st.integers(1, max_devices))
-    return Placed(random_valid_schedule(graph, rng, num_devices), graph, rng)
+    return Placed(random_valid_schedule(graph, rng, num_devices, shuffle_transfers=True), graph, rng)
 
 
 def step_of(schedule: Schedule) -> dict[Cell, int]:

@@ -230,10 +230,10 @@ def test_pipelined_schedule_without_its_transfers_is_rejected() -> None:
 
 def test_random_schedule_generator_uses_several_devices_and_wide_steps() -> None:
     """Guard for the strategy itself: it must produce the cases the mutations need."""
-    from sched_strategies import random_valid_schedule
+    from random_dags import random_valid_schedule
 
     graph = build_cell_graph(6, 8)
-    schedules = [random_valid_schedule(graph, random.Random(seed), 3) for seed in range(20)]
+    schedules = [random_valid_schedule(graph, random.Random(seed), 3, shuffle_transfers=True) for seed in range(20)]
     assert any(schedule.transfers for schedule in schedules)
     assert any(schedule.max_width > 1 for schedule in schedules)
     for schedule in schedules:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import random
 
-from rmtsched.sched import Cell, CellGraph, Schedule, Step, Transfer
+from random_dags import predecessor_rule, shuffled_forward_edges
+
+from rmtsched.sched import CellGraph
 from rmtsched.sim.workload import Workload
 from rmtsched.specs.cost import KernelWork
 from rmtsched.specs.hardware import HardwareSpec
@@ -48,36 +50,7 @@ def synthetic_workload(layers: int, per_token: int, fixed: int, hidden_per_token
     )
 
 
-def random_schedule(graph: CellGraph, rng: random.Random, num_devices: int) -> Schedule:
-    """A random valid schedule: random batches of ready cells on random devices, a transfer per crossing edge."""
-    remaining = {cell: len(graph.predecessors(cell)) for cell in graph.cells()}
-    ready = [cell for cell, count in remaining.items() if count == 0]
-    steps, device_of = [], {}
-    while ready:
-        rng.shuffle(ready)
-        width = rng.randint(1, len(ready))
-        batch, ready = ready[:width], ready[width:]
-        device = rng.randrange(num_devices)
-        steps.append(Step(tuple(batch), device))
-        for cell in batch:
-            device_of[cell] = device
-            for succ in graph.successors(cell):
-                remaining[succ] -= 1
-                if remaining[succ] == 0:
-                    ready.append(succ)
-    transfers = dict.fromkeys(
-        Transfer(source, device_of[source], device_of[target])
-        for source, target in graph.edges()
-        if device_of[source] != device_of[target]
-    )
-    return Schedule(tuple(steps), tuple(transfers), "random", num_devices)
-
-
 def random_dag(layers: int, segments: int, rng: random.Random) -> CellGraph:
-    """A user-defined DAG: forward edges over a shuffled order of the cells."""
-    order = [Cell(layer, segment) for segment in range(segments) for layer in range(layers)]
-    rng.shuffle(order)
-    preds: dict[Cell, list[Cell]] = {}
-    for position, target in enumerate(order[1:], start=1):
-        preds[target] = rng.sample(order[:position], min(position, rng.choice((0, 1, 2, 3))))
-    return CellGraph(layers, (4,) * segments, lambda cell, num_layers, num_segments: preds.get(cell, []))
+    """A user-defined DAG of 4-token segments: forward edges over a shuffled order, 0-3 predecessors a cell."""
+    edges = shuffled_forward_edges(layers, segments, rng, fan_ins=(0, 1, 2, 3))
+    return CellGraph(layers, (4,) * segments, predecessor_rule(edges))

@@ -9,7 +9,8 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sim_helpers import random_dag, random_schedule, synthetic_workload, unit_hardware
+from random_dags import random_valid_schedule
+from sim_helpers import random_dag, synthetic_workload, unit_hardware
 
 from rmtsched.errors import ScheduleError
 from rmtsched.sched import Cell, CellGraph, Schedule, SchedulerOptions, Step, Transfer, make_schedule, split_segments
@@ -240,7 +241,7 @@ def test_closed_forms_cover_a_billion_token_grid() -> None:
 def test_any_valid_multi_device_schedule_runs_in_order(layers, segments, devices, user_rule, seed) -> None:
     rng = random.Random(seed)
     graph = random_dag(layers, segments, rng) if user_rule else CellGraph(layers, (4,) * segments)
-    schedule = random_schedule(graph, rng, devices)
+    schedule = random_valid_schedule(graph, rng, devices)
     cost = CostModel(synthetic_workload(layers, 2, 3), unit_hardware(launch=1, half=2, latency=rng.randint(0, 9)))
     result = simulate(schedule, graph, cost)
     timeline = result.timeline
