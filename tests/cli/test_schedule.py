@@ -7,19 +7,13 @@ import subprocess
 import sys
 
 import pytest
+from cli_helpers import run_main
 
-from rmtsched.cli.main import main
 from rmtsched.sched import Schedule, build_cell_graph, make_schedule, validate
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run the CLI in-process; argparse errors exit through SystemExit, library errors return 2."""
-    try:
-        code = main(["schedule", *args])
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_main(capsys, "schedule", *args)
 
 
 def test_grid_output_shows_the_diagonal_wavefront(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_main
 
-from rmtsched.cli.main import main
 from rmtsched.specs.hardware import load_hardware_spec
 
 REQUIRED_KEYS = {
@@ -17,13 +17,7 @@ REQUIRED_KEYS = {
 
 
 def simulate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the command in-process; argparse's own errors exit, the handler's return a code."""
-    try:
-        code = main(["simulate", *args])
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_main(capsys, "simulate", *args)
 
 
 def test_all_prints_a_table_with_speedups(capsys) -> None:

@@ -5,18 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_helpers import run_main
 
 import rmtsched.cli.cmd_verify as cmd_verify
-from rmtsched.cli.main import main
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(["verify", *args])
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_main(capsys, "verify", *args)
 
 
 @pytest.mark.parametrize(("model", "dtype"), [("armt-tiny", "fp32"), ("rmt-tiny", "fp64")])
