@@ -7,6 +7,7 @@ schedules every plug-in must run bit-exactly.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import math
 import random
@@ -16,19 +17,20 @@ from types import ModuleType
 
 import torch
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from random_dags import random_valid_schedule
 
-from rmtsched.backends.protocol import RecurrentModel
+from rmtsched.backends.protocol import LayerState, RecurrentModel
 from rmtsched.backends.torch import execute
 from rmtsched.errors import ScheduleError
 from rmtsched.sched import (
-    Cell,
     CellGraph,
     Schedule,
     SchedulerOptions,
-    Step,
-    Transfer,
     available_schedulers,
+    build_cell_graph,
     make_schedule,
+    split_segments,
 )
 from rmtsched.sim import CostModel, analytic_simulate, simulate, workload_from_model
 from rmtsched.specs.hardware import load_hardware_spec
@@ -47,31 +49,18 @@ def load_example(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
-def random_valid_schedule(graph: CellGraph, rng: random.Random, num_devices: int = 1) -> Schedule:
-    """A random topological schedule: each step is a random batch of ready cells on a random device,
-    with a transfer for every edge that crosses devices."""
-    remaining = {cell: len(graph.predecessors(cell)) for cell in graph.cells()}
-    ready = [cell for cell, count in remaining.items() if count == 0]
-    steps: list[Step] = []
-    device_of: dict[Cell, int] = {}
-    while ready:
-        rng.shuffle(ready)
-        width = rng.randint(1, len(ready))
-        batch, ready = ready[:width], ready[width:]
-        device = rng.randrange(num_devices)
-        steps.append(Step(tuple(batch), device))
-        for cell in batch:
-            device_of[cell] = device
-            for successor in graph.successors(cell):
-                remaining[successor] -= 1
-                if remaining[successor] == 0:
-                    ready.append(successor)
-    transfers = dict.fromkeys(
-        Transfer(source, device_of[source], device_of[target])
-        for source, target in graph.edges()
-        if device_of[source] != device_of[target]
-    )
-    return Schedule(tuple(steps), tuple(transfers), "random", num_devices)
+@st.composite
+def num_tokens(draw: st.DrawFn, segment_len: int, max_segments: int = 6) -> int:
+    """1..max_segments segments, the last one possibly short."""
+    segments = draw(st.integers(1, max_segments))
+    last = draw(st.integers(1, segment_len))
+    return (segments - 1) * segment_len + last
+
+
+def graph_for(model: RecurrentModel, tokens: int) -> CellGraph:
+    """The cell graph of ``model`` on a sequence of ``tokens`` tokens, under the model's own dependency rule."""
+    return build_cell_graph(model.num_layers, segment_tokens=split_segments(tokens, model.segment_len),
+                            rule=model.dependency_rule)
 
 
 def every_schedule(graph: CellGraph, seed: int, random_count: int = 2) -> dict[str, Schedule]:
@@ -110,6 +99,41 @@ def assert_bit_equal(got: tuple[list[torch.Tensor], dict], expected: tuple[list[
 
 def random_inputs(num_tokens: int, vocab_size: int, batch: int, seed: int) -> torch.Tensor:
     return torch.randint(0, vocab_size, (batch, num_tokens), generator=torch.Generator().manual_seed(seed))
+
+
+def draw_inputs(data: st.DataObject, config, batch: int, tokens: int, seed: int, dtype: torch.dtype) -> torch.Tensor:
+    """Token ids or input embeddings (a drawn choice): a plug-in must take both."""
+    if data.draw(st.booleans(), label="embeddings"):
+        return torch.randn(batch, tokens, config.d_model, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    return random_inputs(tokens, config.vocab_size, batch, seed)
+
+
+def with_first_segment_changed(inputs: torch.Tensor, segment_len: int, vocab_size: int) -> torch.Tensor:
+    """A copy of the token ids with every token of segment 0 replaced by another one."""
+    changed = inputs.clone()
+    changed[:, :segment_len] = (changed[:, :segment_len] + 1) % vocab_size
+    return changed
+
+
+def assert_every_schedule_bit_exact(model: RecurrentModel, inputs: torch.Tensor, seed: int) -> None:
+    """Each of ``every_schedule`` gives the sequential schedule's outputs and final state, bit for bit."""
+    graph = graph_for(model, inputs.shape[1])
+    reference = run(model, inputs, make_schedule(graph, "sequential"))
+    for label, schedule in every_schedule(graph, seed).items():
+        assert_bit_equal(run(model, inputs, schedule), reference, label)
+
+
+def assert_rows_equal_width_one_calls(model: RecurrentModel, hidden: torch.Tensor, first: int, state: LayerState):
+    """The law behind exactness: row i of one width-w ``forward_layers`` call on layers first..first+w-1
+    equals the width-1 call on layer first + i, bit for bit, and both leave the same state behind."""
+    width = hidden.shape[0]
+    batched_state, single_state = copy.deepcopy(state), copy.deepcopy(state)
+    batched = model.forward_layers(hidden, range(first, first + width), batched_state)
+    for i in range(width):
+        single = model.forward_layers(hidden[i : i + 1].clone(), range(first + i, first + i + 1), single_state)
+        assert torch.equal(batched[i], single[0]), f"row {i} of width {width}"
+    for key in state:
+        assert torch.equal(batched_state[key], single_state[key]), key
 
 
 def check_simulation(model: RecurrentModel, graph: CellGraph, hardware_name: str = "h100-sxm") -> dict[str, float]:

@@ -3,16 +3,26 @@ token recurrence, the state carries information across segments, and the simulat
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from plugin_helpers import FAST, assert_bit_equal, check_simulation, every_schedule, load_example, random_inputs, run
+from plugin_helpers import (
+    FAST,
+    assert_every_schedule_bit_exact,
+    assert_rows_equal_width_one_calls,
+    check_simulation,
+    draw_inputs,
+    graph_for,
+    load_example,
+    num_tokens,
+    random_inputs,
+    run,
+    with_first_segment_changed,
+)
 
 from rmtsched.backends.protocol import RecurrentModel
-from rmtsched.sched import build_cell_graph, make_schedule, split_segments
+from rmtsched.sched import make_schedule
 
 glr = load_example("gated_linear_recurrence")
 DTYPES = (torch.float32, torch.float64)
@@ -33,18 +43,6 @@ def configs(draw: st.DrawFn, max_layers: int = 4):
     )
 
 
-@st.composite
-def num_tokens(draw: st.DrawFn, segment_len: int, max_segments: int = 6) -> int:
-    """1..max_segments segments, the last one possibly short."""
-    segments = draw(st.integers(1, max_segments))
-    return (segments - 1) * segment_len + draw(st.integers(1, segment_len))
-
-
-def graph_for(model, tokens: int):
-    return build_cell_graph(model.num_layers, segment_tokens=split_segments(tokens, model.segment_len),
-                            rule=model.dependency_rule)
-
-
 def test_is_a_recurrent_model():
     assert isinstance(glr.GatedLinearRecurrence(glr.GLRConfig()), RecurrentModel)
 
@@ -55,14 +53,7 @@ def test_every_schedule_is_bit_exact(data, dtype, batch, seed):
     config = data.draw(configs())
     tokens = data.draw(num_tokens(config.segment_len))
     model = glr.GatedLinearRecurrence(config, seed=seed, dtype=dtype)
-    if data.draw(st.booleans(), label="embeddings"):
-        inputs = torch.randn(batch, tokens, config.d_model, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-    else:
-        inputs = random_inputs(tokens, config.vocab_size, batch, seed)
-    graph = graph_for(model, tokens)
-    reference = run(model, inputs, make_schedule(graph, "sequential"))
-    for label, schedule in every_schedule(graph, seed).items():
-        assert_bit_equal(run(model, inputs, schedule), reference, label)
+    assert_every_schedule_bit_exact(model, draw_inputs(data, config, batch, tokens, seed, dtype), seed)
 
 
 @FAST
@@ -78,12 +69,7 @@ def test_forward_layers_row_equals_width_one_call(data, dtype, seed):
     state = model.init_state(2)
     state["S"].copy_(torch.randn(state["S"].shape, generator=generator, dtype=dtype))
     hidden = torch.randn(width, 2, n, config.d_model, generator=generator, dtype=dtype)
-    batched_state, single_state = copy.deepcopy(state), copy.deepcopy(state)
-    batched = model.forward_layers(hidden, range(first, first + width), batched_state)
-    for i in range(width):
-        single = model.forward_layers(hidden[i : i + 1].clone(), range(first + i, first + i + 1), single_state)
-        assert torch.equal(batched[i], single[0]), f"row {i} of width {width}"
-    assert torch.equal(batched_state["S"], single_state["S"])
+    assert_rows_equal_width_one_calls(model, hidden, first, state)
 
 
 def token_by_token(model, inputs: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -139,8 +125,7 @@ def test_state_carries_information_across_segments():
     config = glr.GLRConfig(num_layers=2, segment_len=8, chunk_len=4)
     model = glr.GatedLinearRecurrence(config, seed=2)
     inputs = random_inputs(5 * config.segment_len, config.vocab_size, 2, seed=7)
-    changed = inputs.clone()
-    changed[:, : config.segment_len] = (changed[:, : config.segment_len] + 1) % config.vocab_size
+    changed = with_first_segment_changed(inputs, config.segment_len, config.vocab_size)
     schedule = make_schedule(graph_for(model, inputs.shape[1]), "diagonal")
     before, state_before = run(model, inputs, schedule)
     after, state_after = run(model, changed, schedule)

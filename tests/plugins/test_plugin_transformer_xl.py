@@ -3,16 +3,27 @@ the cache carries exactly L segments of context, and the simulator costs it from
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from plugin_helpers import FAST, assert_bit_equal, check_simulation, every_schedule, load_example, random_inputs, run
+from plugin_helpers import (
+    FAST,
+    assert_every_schedule_bit_exact,
+    assert_rows_equal_width_one_calls,
+    check_simulation,
+    draw_inputs,
+    graph_for,
+    load_example,
+    num_tokens,
+    random_inputs,
+    run,
+    with_first_segment_changed,
+)
 
 from rmtsched.backends.protocol import RecurrentModel
-from rmtsched.sched import build_cell_graph, make_schedule, split_segments
+from rmtsched.sched import make_schedule
 
 xl = load_example("transformer_xl_cache")
 DTYPES = (torch.float32, torch.float64)
@@ -31,19 +42,6 @@ def configs(draw: st.DrawFn, max_layers: int = 4):
     )
 
 
-@st.composite
-def num_tokens(draw: st.DrawFn, segment_len: int, max_segments: int = 6) -> int:
-    """1..max_segments segments, the last one possibly short."""
-    segments = draw(st.integers(1, max_segments))
-    last = draw(st.integers(1, segment_len))
-    return (segments - 1) * segment_len + last
-
-
-def graph_for(model, tokens: int):
-    return build_cell_graph(model.num_layers, segment_tokens=split_segments(tokens, model.segment_len),
-                            rule=model.dependency_rule)
-
-
 def test_is_a_recurrent_model():
     assert isinstance(xl.TransformerXLCache(xl.XLConfig()), RecurrentModel)
 
@@ -54,14 +52,7 @@ def test_every_schedule_is_bit_exact(data, dtype, batch, seed):
     config = data.draw(configs())
     tokens = data.draw(num_tokens(config.segment_len))
     model = xl.TransformerXLCache(config, seed=seed, dtype=dtype)
-    if data.draw(st.booleans(), label="embeddings"):
-        inputs = torch.randn(batch, tokens, config.d_model, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-    else:
-        inputs = random_inputs(tokens, config.vocab_size, batch, seed)
-    graph = graph_for(model, tokens)
-    reference = run(model, inputs, make_schedule(graph, "sequential"))
-    for label, schedule in every_schedule(graph, seed).items():
-        assert_bit_equal(run(model, inputs, schedule), reference, label)
+    assert_every_schedule_bit_exact(model, draw_inputs(data, config, batch, tokens, seed, dtype), seed)
 
 
 @FAST
@@ -79,13 +70,7 @@ def test_forward_layers_row_equals_width_one_call(data, dtype, seed):
     state["cache"].copy_(torch.randn(state["cache"].shape, generator=generator, dtype=dtype))
     state["valid"].copy_(torch.randint(0, config.segment_len + 1, (config.num_layers,), generator=generator))
     hidden = torch.randn(width, 2, n, config.d_model, generator=generator, dtype=dtype)
-    batched_state, single_state = copy.deepcopy(state), copy.deepcopy(state)
-    batched = model.forward_layers(hidden, range(first, first + width), batched_state)
-    for i in range(width):
-        single = model.forward_layers(hidden[i : i + 1].clone(), range(first + i, first + i + 1), single_state)
-        assert torch.equal(batched[i], single[0]), f"row {i} of width {width}"
-    for key in state:
-        assert torch.equal(batched_state[key], single_state[key]), key
+    assert_rows_equal_width_one_calls(model, hidden, first, state)
 
 
 def naive_reference(model, inputs: torch.Tensor) -> list[torch.Tensor]:
@@ -145,8 +130,7 @@ def test_cache_carries_exactly_num_layers_segments_of_context():
     config = xl.XLConfig(num_layers=3, segment_len=4)
     model = xl.TransformerXLCache(config, seed=3)
     inputs = random_inputs(8 * config.segment_len, config.vocab_size, 2, seed=5)
-    changed = inputs.clone()
-    changed[:, : config.segment_len] = (changed[:, : config.segment_len] + 1) % config.vocab_size
+    changed = with_first_segment_changed(inputs, config.segment_len, config.vocab_size)
     schedule = make_schedule(graph_for(model, inputs.shape[1]), "diagonal")
     before, _ = run(model, inputs, schedule)
     after, _ = run(model, changed, schedule)
