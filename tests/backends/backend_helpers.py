@@ -11,9 +11,10 @@ import random
 import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from random_dags import random_valid_schedule
 
 from rmtsched.backends.torch import build_model, execute
-from rmtsched.sched import CellGraph, Schedule, Step, build_cell_graph, make_schedule, split_segments
+from rmtsched.sched import CellGraph, Schedule, build_cell_graph, make_schedule, split_segments
 from rmtsched.specs.model import ModelSpec
 
 FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -46,24 +47,6 @@ def sequence_lengths(draw: st.DrawFn, segment_len: int) -> int:
     """1..9 segments; the last one is short whenever the draw allows it."""
     segments = draw(st.integers(1, 9))
     return segment_len * (segments - 1) + draw(st.integers(1, segment_len))
-
-
-def random_valid_schedule(graph: CellGraph, rng: random.Random) -> Schedule:
-    """Steps of random non-empty subsets of the ready cells, cells in random order within a step."""
-    remaining = {cell: len(graph.predecessors(cell)) for cell in graph.cells()}
-    ready = [cell for cell, count in remaining.items() if count == 0]
-    steps = []
-    while ready:
-        rng.shuffle(ready)
-        take = rng.randint(1, len(ready))
-        chosen, ready = ready[:take], ready[take:]
-        steps.append(Step(tuple(chosen)))
-        for cell in chosen:
-            for succ in graph.successors(cell):
-                remaining[succ] -= 1
-                if remaining[succ] == 0:
-                    ready.append(succ)
-    return Schedule(tuple(steps), scheduler="random")
 
 
 def every_schedule(graph: CellGraph, rng: random.Random) -> dict[str, Schedule]:
