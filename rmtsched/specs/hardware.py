@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rmtsched.errors import SpecError
+from rmtsched.specs.presets import Presets
 
 # The matmul dtype a model with ``dtype_bytes`` bytes per element runs in (ModelSpec.dtype_bytes).
 DTYPE_BY_BYTES = {1: "fp8", 2: "bf16", 4: "fp32"}
@@ -156,36 +157,21 @@ def _require_positive(spec_name: str, field_name: str, value: Any) -> None:
         raise SpecError(f"hardware {spec_name!r}: {field_name} must be a positive number, got {value!r}")
 
 
-_PRESETS: dict[str, HardwareSpec] = {}
+_PRESETS: Presets[HardwareSpec] = Presets("hardware", HardwareSpec.from_dict)
 
 
 def register_hardware_spec(spec: HardwareSpec) -> HardwareSpec:
     """Make ``spec`` available by name to ``load_hardware_spec`` and ``--hardware``."""
-    _PRESETS[spec.name] = spec
-    return spec
+    return _PRESETS.register(spec)
 
 
 def available_hardware_specs() -> list[str]:
-    return sorted(_PRESETS)
+    return _PRESETS.names()
 
 
 def load_hardware_spec(name_or_path: str | Path) -> HardwareSpec:
     """A preset by name, or a spec from a JSON file of ``HardwareSpec`` fields (what calibration writes)."""
-    if str(name_or_path) in _PRESETS:
-        return _PRESETS[str(name_or_path)]
-    path = Path(name_or_path)
-    if not path.is_file():
-        raise SpecError(
-            f"unknown hardware {str(name_or_path)!r}: expected a JSON file or one of {available_hardware_specs()}"
-        )
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"hardware spec file {str(path)!r} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise SpecError(f"hardware spec file {str(path)!r} must hold a JSON object, got {type(data).__name__}")
-    data.setdefault("name", path.stem)
-    return HardwareSpec.from_dict(data)
+    return _PRESETS.load(name_or_path)
 
 
 # Efficiency and overhead assumptions shared by the GPU presets, until calibration fits real ones:

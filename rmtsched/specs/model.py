@@ -8,12 +8,12 @@ LLaMA sizes; ``load_model_spec`` takes a preset name or a JSON file with these f
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rmtsched.errors import SpecError
+from rmtsched.specs.presets import Presets
 
 FAMILY_RULES = {"armt": "layer_local", "rmt": "global_memory"}
 
@@ -112,34 +112,21 @@ class ModelSpec:
         return cls(**data)
 
 
-_PRESETS: dict[str, ModelSpec] = {}
+_PRESETS: Presets[ModelSpec] = Presets("model", ModelSpec.from_dict)
 
 
 def register_model_spec(spec: ModelSpec) -> ModelSpec:
     """Make ``spec`` available by its name to ``load_model_spec`` and the CLI."""
-    _PRESETS[spec.name] = spec
-    return spec
+    return _PRESETS.register(spec)
 
 
 def available_model_specs() -> list[str]:
-    return sorted(_PRESETS)
+    return _PRESETS.names()
 
 
 def load_model_spec(name_or_path: str | Path) -> ModelSpec:
     """A preset by name, or a spec from a JSON file of ``ModelSpec`` fields."""
-    if str(name_or_path) in _PRESETS:
-        return _PRESETS[str(name_or_path)]
-    path = Path(name_or_path)
-    if not path.is_file():
-        raise SpecError(
-            f"unknown model {str(name_or_path)!r}: expected a JSON file or one of {available_model_specs()}"
-        )
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"model spec file {str(path)!r} is not valid JSON: {exc}") from exc
-    data.setdefault("name", path.stem)
-    return ModelSpec.from_dict(data)
+    return _PRESETS.load(name_or_path)
 
 
 # Test and CPU-benchmark sizes.

@@ -10,6 +10,7 @@ import pytest
 
 from rmtsched.errors import SpecError
 from rmtsched.specs.hardware import HardwareSpec, available_hardware_specs, load_hardware_spec
+from rmtsched.specs.model import load_model_spec
 
 
 def test_presets_carry_the_vendors_published_figures() -> None:
@@ -83,3 +84,17 @@ def test_unknown_names_and_bad_files_are_explained(tmp_path: Path) -> None:
     bad.write_text("[1, 2]")
     with pytest.raises(SpecError, match="JSON object"):
         load_hardware_spec(bad)
+
+
+def test_model_specs_load_like_hardware_specs(tmp_path: Path) -> None:
+    """One loader (``specs.presets``) serves both kinds: presets by name, files named after their stem."""
+    with pytest.raises(SpecError, match="unknown model 'gpt'"):
+        load_model_spec("gpt")
+    fields = load_model_spec("armt-tiny").to_dict()
+    del fields["name"]
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(fields))
+    assert load_model_spec(path) == load_model_spec("armt-tiny").replace(name="mine")
+    path.write_text("[1, 2]")
+    with pytest.raises(SpecError, match=r"model spec file .* must hold a JSON object, got list"):
+        load_model_spec(path)
