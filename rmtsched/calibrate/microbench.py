@@ -3,7 +3,7 @@
 Every benchmark calls backend code the way the models call it (``RowMatmul`` GEMMs over a stack of
 layer rows, ``attention_rows``, the associative-memory GEMMs, the element-wise kernels, a whole
 ``StepRunner.run_step``) on a grid of LLaMA-like shapes and step widths, and names the simulator
-kernels (``rmtsched.sim.armt_cost``) that stand for that work. Suites are registered by name, so a
+kernels (``rmtsched.specs.armt_cost``) that stand for that work. Suites are registered by name, so a
 backend with other kernels can add its own.
 """
 
