@@ -20,7 +20,7 @@ from rmtsched.backends.torch import build_model, execute
 from rmtsched.calibrate.device import Target, using_threads
 from rmtsched.calibrate.timing import clock, synchronize
 from rmtsched.errors import ScheduleError, SpecError
-from rmtsched.sched import CellGraph, Schedule, available_schedulers, build_cell_graph, make_schedule, split_segments
+from rmtsched.sched import CellGraph, Schedule, available_schedulers, graph_for_tokens, make_schedule
 from rmtsched.sim import CostModel, simulate, workload_from_spec
 from rmtsched.specs.hardware import HardwareSpec
 from rmtsched.specs.model import ModelSpec
@@ -147,8 +147,7 @@ def compare(
         raise SpecError(f"repeat must be a positive integer, got {repeat!r}")
     if spec.dtype_bytes != target.dtype_bytes:
         spec = spec.replace(dtype_bytes=target.dtype_bytes)  # cost the model in the dtype it runs in
-    graph = build_cell_graph(spec.num_layers, segment_tokens=split_segments(seq_len, spec.segment_len),
-                             rule=spec.dependency_rule)
+    graph = graph_for_tokens(spec, seq_len)
     plans = _schedules(graph, schedules, max_width)
     cost = CostModel(workload_from_spec(spec), hardware)
     predicted = {name: simulate(schedule, graph, cost).makespan_s for name, schedule in plans.items()}

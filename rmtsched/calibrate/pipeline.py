@@ -18,7 +18,7 @@ import torch
 from rmtsched.backends.torch import build_model
 from rmtsched.calibrate.device import Target
 from rmtsched.errors import SpecError
-from rmtsched.sched import build_cell_graph, make_schedule, split_segments
+from rmtsched.sched import graph_for_tokens, make_schedule
 from rmtsched.sim import CostModel, simulate, workload_from_spec
 from rmtsched.specs.hardware import HardwareSpec
 from rmtsched.specs.model import ModelSpec
@@ -90,8 +90,7 @@ def compare_pipelined(
         raise SpecError(f"a pipelined comparison needs at least 2 devices, got {devices}")
     if devices > hardware.num_devices:
         raise SpecError(f"hardware {hardware.name!r} has {hardware.num_devices} devices, asked for {devices}")
-    graph = build_cell_graph(spec.num_layers, segment_tokens=split_segments(seq_len, spec.segment_len),
-                             rule=spec.dependency_rule)
+    graph = graph_for_tokens(spec, seq_len)
     schedule = make_schedule(graph, "pipelined", num_devices=devices)
     predicted = simulate(schedule, graph, CostModel(workload_from_spec(spec), hardware))
     threads = max(1, target.threads // devices)

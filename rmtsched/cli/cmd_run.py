@@ -41,7 +41,7 @@ from rmtsched.backends.torch.session import (
 )
 from rmtsched.cli.args import non_negative_int, positive_int
 from rmtsched.errors import RmtschedError
-from rmtsched.sched import Schedule, available_schedulers, build_cell_graph, make_schedule, split_segments
+from rmtsched.sched import Schedule, available_schedulers, graph_for_tokens, make_schedule, split_segments
 from rmtsched.specs.model import ModelSpec, available_model_specs, load_model_spec
 
 
@@ -101,8 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     spec = model_spec(args)
     device, dtype = resolve_device(args.device, args.dtype)
-    segments = split_segments(args.seq_len, spec.segment_len)
-    graph = build_cell_graph(spec.num_layers, segment_tokens=segments, rule=spec.dependency_rule)
+    graph = graph_for_tokens(spec, args.seq_len)
     # Built here in both modes, so a schedule that does not fit (P > layers, ...) fails before anything starts.
     schedule = make_schedule(graph, args.schedule, max_width=args.max_width, num_devices=args.devices)
     record: dict[str, Any] = {

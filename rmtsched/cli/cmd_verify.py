@@ -22,7 +22,7 @@ from rmtsched.backends.torch.session import (
     verification_schedules,
 )
 from rmtsched.cli.cmd_run import add_model_arguments, model_spec
-from rmtsched.sched import build_cell_graph, split_segments
+from rmtsched.sched import graph_for_tokens
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,9 +49,7 @@ def run(args: argparse.Namespace) -> int:
     spec = model_spec(args)
     device, dtype = resolve_device(args.device, args.dtype)
     tolerance = default_tolerance(device, dtype) if args.tolerance is None else args.tolerance
-    graph = build_cell_graph(
-        spec.num_layers, segment_tokens=split_segments(args.seq_len, spec.segment_len), rule=spec.dependency_rule
-    )
+    graph = graph_for_tokens(spec, args.seq_len)
     model = load_model(spec, checkpoint=args.checkpoint, seed=args.seed, dtype=dtype, device=device, matmul=args.gemm)
     inputs = random_token_ids(spec, args.seq_len, args.seed)
     schedules = verification_schedules(graph)

@@ -10,9 +10,11 @@ from rmtsched.sched.dag import (
     DependencyRule,
     GlobalMemoryRule,
     LayerLocalRule,
+    ModelLayout,
     available_rules,
     build_cell_graph,
     get_rule,
+    graph_for_tokens,
     split_segments,
 )
 from rmtsched.sched.registry import available_schedulers, get_scheduler, make_schedule, register_scheduler
@@ -25,6 +27,7 @@ __all__ = [
     "DependencyRule",
     "GlobalMemoryRule",
     "LayerLocalRule",
+    "ModelLayout",
     "Schedule",
     "SchedulerOptions",
     "Step",
@@ -34,6 +37,7 @@ __all__ = [
     "build_cell_graph",
     "get_rule",
     "get_scheduler",
+    "graph_for_tokens",
     "make_schedule",
     "register_scheduler",
     "render_grid",

@@ -409,6 +409,28 @@ def build_cell_graph(
     return CellGraph(num_layers, segment_tokens, rule)
 
 
+@runtime_checkable
+class ModelLayout(Protocol):
+    """What the DAG needs to know of a model: its depth, segment length and dependency rule.
+
+    A ``ModelSpec``, a backend model and a plug-in all have these three attributes, so each can be turned
+    into its cell graph for an input length without the scheduling layer importing any of them.
+    """
+
+    num_layers: int
+    segment_len: int
+    dependency_rule: RuleLike
+
+
+def graph_for_tokens(layout: ModelLayout, num_tokens: int) -> CellGraph:
+    """The cell DAG of ``layout`` reading ``num_tokens`` tokens (the last segment may be short)."""
+    return build_cell_graph(
+        layout.num_layers,
+        segment_tokens=split_segments(num_tokens, layout.segment_len),
+        rule=layout.dependency_rule,
+    )
+
+
 __all__ = [
     "CallableRule",
     "Cell",
@@ -417,8 +439,10 @@ __all__ = [
     "EdgeListRule",
     "GlobalMemoryRule",
     "LayerLocalRule",
+    "ModelLayout",
     "available_rules",
     "build_cell_graph",
     "get_rule",
+    "graph_for_tokens",
     "split_segments",
 ]

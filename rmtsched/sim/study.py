@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rmtsched.errors import SpecError
-from rmtsched.sched import CellGraph, SchedulerOptions, make_schedule, split_segments
+from rmtsched.sched import CellGraph, SchedulerOptions, graph_for_tokens, make_schedule
 from rmtsched.sim.analytic import analytic_simulate
 from rmtsched.sim.cost import CostModel
 from rmtsched.sim.engine import simulate
@@ -86,7 +86,7 @@ def run_study(
     for _, devices in schedules:
         if devices > hardware.num_devices:
             raise SpecError(f"hardware {hardware.name!r} has {hardware.num_devices} devices, asked for {devices}")
-    graph = CellGraph(spec.num_layers, split_segments(seq_len, spec.segment_len), spec.dependency_rule)
+    graph = graph_for_tokens(spec, seq_len)
     cost = CostModel(workload_from_spec(spec), hardware)
     layer_costs = (cost.cell_time_s(spec.segment_len),) * spec.num_layers
     runs = []

@@ -8,18 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import run_main
 
 from rmtsched.cli.main import main
 from rmtsched.specs.hardware import HardwareSpec, load_hardware_spec
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(args))
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_main(capsys, *args)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,7 @@ import json
 import math
 
 import pytest
-
-from rmtsched.cli.main import main
+from cli_helpers import run_main
 
 KEYS = {"schedule", "predicted_s", "measured_s", "rel_error", "predicted_speedup_vs_sequential",
         "measured_speedup_vs_sequential", "speedup_rel_error", "steps", "model", "hardware", "device"}
@@ -15,12 +14,7 @@ TINY = ["--model", "armt-tiny", "--seq-len", "200", "--hardware", "cpu-generic",
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        code = main(["compare", *args])
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_main(capsys, "compare", *args)
 
 
 def test_json_has_every_schedule_with_finite_numbers(capsys) -> None:

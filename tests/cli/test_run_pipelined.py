@@ -14,19 +14,13 @@ import statistics
 
 import pytest
 import torch
-
-from rmtsched.cli.main import main
+from cli_helpers import run_main
 
 TINY = ["--model", "armt-tiny", "--segment-len", "8", "--mem-tokens", "2"]  # 4 layers
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(["run", *args])
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_main(capsys, "run", *args)
 
 
 def json_run(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict:

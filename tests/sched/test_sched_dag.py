@@ -22,6 +22,7 @@ from rmtsched.sched import (
     available_rules,
     build_cell_graph,
     get_rule,
+    graph_for_tokens,
     split_segments,
 )
 
@@ -50,6 +51,17 @@ def test_split_segments_gives_ceil_n_over_t_segments_with_a_short_tail(num_token
 def test_split_segments_rejects_non_positive_lengths(num_tokens: int, segment_len: int, message: str) -> None:
     with pytest.raises(GraphError, match=message):
         split_segments(num_tokens, segment_len)
+
+
+def test_graph_for_tokens_takes_depth_segment_length_and_rule_from_the_layout() -> None:
+    class Layout:
+        num_layers, segment_len, dependency_rule = 3, 4, "global_memory"
+
+    graph = graph_for_tokens(Layout(), 10)
+    assert (graph.num_layers, graph.segment_tokens) == (3, (4, 4, 2))
+    assert Cell(2, 1) in set(graph.predecessors(Cell(0, 2)))
+    with pytest.raises(GraphError, match="segment length must be a positive integer, got 0"):
+        graph_for_tokens(type("Bad", (), {"num_layers": 2, "segment_len": 0, "dependency_rule": "layer_local"})(), 5)
 
 
 # -- built-in rules ---------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from rmtsched.backends.distributed.job import ModelFactory, RankJob, RankReport
 from rmtsched.backends.distributed.plan import RankPlan, build_plans
 from rmtsched.backends.distributed.rank import child_main
 from rmtsched.backends.distributed.result import PipelineResult, summarise
-from rmtsched.sched import CellGraph, Schedule, build_cell_graph, make_schedule, split_segments
+from rmtsched.sched import CellGraph, Schedule, build_cell_graph, graph_for_tokens, make_schedule
 
 _POLL_S = 0.1
 _KILL_GRACE_S = 2.0
@@ -74,11 +74,7 @@ def run_pipelined(
             kind="config",
         )
     layout = layout if layout is not None else model_factory(device=torch.device("cpu"))
-    graph = build_cell_graph(
-        layout.num_layers,
-        segment_tokens=split_segments(int(inputs.shape[1]), layout.segment_len),
-        rule=layout.dependency_rule,
-    )
+    graph = graph_for_tokens(layout, int(inputs.shape[1]))
     uses_previous_output = _uses_previous_output(layout, graph)
     warmups: list[RankPlan | None] = [None] * num_procs
     if isinstance(schedule, str):

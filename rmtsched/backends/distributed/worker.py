@@ -39,7 +39,7 @@ from rmtsched.backends.distributed.rank import rank_device
 from rmtsched.backends.distributed.result import summarise
 from rmtsched.backends.torch.session import random_token_ids
 from rmtsched.errors import RmtschedError, SpecError
-from rmtsched.sched import CellGraph, Schedule, build_cell_graph, make_schedule, split_segments
+from rmtsched.sched import CellGraph, Schedule, graph_for_tokens, make_schedule
 from rmtsched.specs.model import ModelSpec, load_model_spec
 
 DTYPES = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -88,9 +88,7 @@ def run_from_environment(args: argparse.Namespace) -> dict | None:
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = _spec(args)
-    graph = build_cell_graph(
-        spec.num_layers, segment_tokens=split_segments(args.seq_len, spec.segment_len), rule=spec.dependency_rule
-    )
+    graph = graph_for_tokens(spec, args.seq_len)
     schedule = load_schedule(args.schedule, graph, world_size)
     plan = build_plans(schedule, graph, world_size, spec.dependency_rule == "global_memory")[rank]
     builder = load_builder(args.builder)

@@ -19,7 +19,7 @@ from rmtsched.backends.torch.checkpoint import load_model as load_checkpoint_mod
 from rmtsched.backends.torch.executor import execute
 from rmtsched.backends.torch.models import DTYPES, build_model, parse_dtype
 from rmtsched.errors import SpecError
-from rmtsched.sched import CellGraph, Schedule, available_schedulers, build_cell_graph, make_schedule, split_segments
+from rmtsched.sched import CellGraph, Schedule, available_schedulers, graph_for_tokens, make_schedule
 from rmtsched.specs.model import ModelSpec
 
 DEVICE_DTYPES = {"cpu": ("fp32", "fp64"), "cuda": ("fp32", "bf16", "fp16")}
@@ -97,9 +97,7 @@ def warm_up(model: StackedModel, schedule: Schedule, seq_len: int) -> None:
     spec = model.spec
     tail = seq_len % spec.segment_len
     prefix = min(seq_len, (spec.num_layers + 1) * spec.segment_len + tail)
-    graph = build_cell_graph(
-        spec.num_layers, segment_tokens=split_segments(prefix, spec.segment_len), rule=spec.dependency_rule
-    )
+    graph = graph_for_tokens(spec, prefix)
     options = {"max_width": schedule.options.get("max_width"), "num_devices": schedule.num_devices}
     execute(model, random_token_ids(spec, prefix, seed=0), make_schedule(graph, schedule.scheduler, **options),
             collect_outputs=False)
