@@ -8,7 +8,6 @@ weights as the one-process model), holding only its layers' weights and states w
 from __future__ import annotations
 
 import inspect
-import resource
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +20,7 @@ from rmtsched.backends.distributed.executor import Progress, StageExecutor, Stag
 from rmtsched.backends.distributed.plan import RankPlan
 from rmtsched.backends.distributed.sink import SegmentSink
 from rmtsched.backends.protocol import RecurrentModel
+from rmtsched.backends.torch.session import peak_memory
 from rmtsched.errors import SpecError
 
 # A picklable callable building the whole model on a device, e.g. functools.partial(build, spec, seed=0).
@@ -151,6 +151,4 @@ def run_job(job: RankJob, device: torch.device, progress: Progress | None = None
 
 
 def _peak_memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    return int(peak_memory(device)[0])

@@ -74,8 +74,28 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
     """(bytes, what they measure): the process's peak RSS on CPU, peak allocated tensor memory on CUDA."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
+    hwm_kib = _proc_status_kib("VmHWM")
+    if hwm_kib is not None:
+        return hwm_kib * 1024, "process_peak_rss"
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak_kib * (1 if sys.platform == "darwin" else 1024), "process_peak_rss"
+
+
+def _proc_status_kib(field: str) -> int | None:
+    """A ``kB`` field of /proc/self/status (Linux), else None.
+
+    Preferred to ``ru_maxrss``: Linux carries the parent's resident size over fork and exec into the
+    child's ``ru_maxrss``, so a run started from a big process would report the parent's peak, while
+    ``VmHWM`` belongs to this process's own address space.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 def verification_schedules(graph: CellGraph) -> dict[str, Schedule]:
