@@ -8,6 +8,7 @@ time of this process) makes single-threaded CPU timings robust to other work on 
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -41,25 +42,46 @@ def synchronize(device: torch.device) -> None:
 @dataclass(frozen=True)
 class TimingPolicy:
     """How hard to time one call: ``warmup`` untimed calls, then at least ``min_repeats`` timed ones and
-    more until ``budget_s`` of timed calls have run (at most ``max_repeats``)."""
+    more until ``budget_s`` of timed calls have run (at most ``max_repeats``).
+
+    ``rounds`` > 1 splits the repeats of every call into that many visits, the calls taking turns
+    between visits (see ``run_benches``): a shared machine's slow spells last seconds, and a call timed
+    in one block would carry a whole spell while its neighbours escape it.
+    """
 
     warmup: int = 2
     min_repeats: int = 5
     max_repeats: int = 50
     budget_s: float = 0.25
     clock: str = "wall"
+    rounds: int = 1
 
     def __post_init__(self) -> None:
-        if self.warmup < 0 or self.min_repeats < 1 or self.max_repeats < self.min_repeats or self.budget_s < 0:
-            raise ValueError(f"invalid timing policy {self!r}: need warmup >= 0, 1 <= min_repeats <= max_repeats")
+        if (self.warmup < 0 or self.min_repeats < 1 or self.max_repeats < self.min_repeats or self.budget_s < 0
+                or self.rounds < 1):
+            raise ValueError(
+                f"invalid timing policy {self!r}: need warmup >= 0, 1 <= min_repeats <= max_repeats, rounds >= 1"
+            )
+
+    def visit(self, index: int) -> TimingPolicy:
+        """The policy of visit ``index`` of ``rounds``: its share of the repeats; warm-up on the first only."""
+        share = self.rounds
+        return dataclasses.replace(
+            self,
+            warmup=self.warmup if index == 0 else 0,
+            min_repeats=-(-self.min_repeats // share),
+            max_repeats=-(-self.max_repeats // share),
+            budget_s=self.budget_s / share,
+            rounds=1,
+        )
 
 
-FULL = TimingPolicy(budget_s=0.1)
+FULL = TimingPolicy(budget_s=0.1, min_repeats=6, rounds=3)
 QUICK = TimingPolicy(warmup=1, min_repeats=3, max_repeats=5, budget_s=0.01)
 
 
-def median_time_s(fn: Callable[[], object], device: torch.device, policy: TimingPolicy = FULL) -> float:
-    """Median time of ``fn()`` in seconds under ``policy`` (on its clock)."""
+def sample_times_s(fn: Callable[[], object], device: torch.device, policy: TimingPolicy = FULL) -> list[float]:
+    """Times of ``fn()`` in seconds under ``policy`` (on its clock), after its warm-up calls."""
     now = CLOCKS[policy.clock]
     for _ in range(policy.warmup):
         fn()
@@ -73,7 +95,12 @@ def median_time_s(fn: Callable[[], object], device: torch.device, policy: Timing
         elapsed = now() - start
         times.append(elapsed)
         spent += elapsed
-    return statistics.median(times)
+    return times
 
 
-__all__ = ["CLOCKS", "FULL", "QUICK", "TimingPolicy", "clock", "median_time_s", "synchronize"]
+def median_time_s(fn: Callable[[], object], device: torch.device, policy: TimingPolicy = FULL) -> float:
+    """Median time of ``fn()`` in seconds under ``policy`` (all its repeats in one visit)."""
+    return statistics.median(sample_times_s(fn, device, policy))
+
+
+__all__ = ["CLOCKS", "FULL", "QUICK", "TimingPolicy", "clock", "median_time_s", "sample_times_s", "synchronize"]
