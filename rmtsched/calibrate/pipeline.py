@@ -73,6 +73,21 @@ class PipelineComparison:
         }
 
 
+def check_pipeline_devices(hardware: HardwareSpec, devices: int) -> None:
+    """Fail before anything runs if ``hardware`` cannot hold a ``devices``-stage pipeline.
+
+    A CPU spec calibrated with T threads counts cores // T devices: one process per device then runs
+    with T threads, so the spec for a P-process run is the one calibrated at cores // P threads.
+    """
+    if devices < 2:
+        raise SpecError(f"a pipelined comparison needs at least 2 devices, got {devices}")
+    if devices > hardware.num_devices:
+        raise SpecError(
+            f"hardware {hardware.name!r} has {hardware.num_devices} devices, asked for {devices} "
+            "(a CPU spec has cores // threads devices: calibrate with --threads cores // P for P processes)"
+        )
+
+
 def compare_pipelined(
     spec: ModelSpec,
     hardware: HardwareSpec,
@@ -86,10 +101,7 @@ def compare_pipelined(
     """Run the pipelined schedule on ``devices`` local processes and simulate it on ``hardware``."""
     from rmtsched.backends.distributed import run_pipelined  # optional layer: imported only when asked for
 
-    if devices < 2:
-        raise SpecError(f"a pipelined comparison needs at least 2 devices, got {devices}")
-    if devices > hardware.num_devices:
-        raise SpecError(f"hardware {hardware.name!r} has {hardware.num_devices} devices, asked for {devices}")
+    check_pipeline_devices(hardware, devices)
     graph = graph_for_tokens(spec, seq_len)
     schedule = make_schedule(graph, "pipelined", num_devices=devices)
     predicted = simulate(schedule, graph, CostModel(workload_from_spec(spec), hardware))

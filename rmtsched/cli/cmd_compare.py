@@ -7,7 +7,7 @@ import json
 
 from rmtsched.calibrate.compare import BASELINE, Comparison, compare
 from rmtsched.calibrate.device import DEVICES, DTYPES, resolve_target
-from rmtsched.calibrate.pipeline import PipelineComparison, compare_pipelined
+from rmtsched.calibrate.pipeline import PipelineComparison, check_pipeline_devices, compare_pipelined
 from rmtsched.cli.args import non_negative_int, positive_int
 from rmtsched.specs.hardware import available_hardware_specs, load_hardware_spec
 from rmtsched.specs.model import available_model_specs, load_model_spec
@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     changes = {"segment_len": args.segment_len, "mem_tokens": args.mem_tokens}
     spec = spec.replace(**{name: value for name, value in changes.items() if value is not None})
     hardware = load_hardware_spec(args.hardware)
+    if args.devices > 1:
+        check_pipeline_devices(hardware, args.devices)  # before the single-device runs, not after
     result = compare(
         spec, hardware, args.seq_len, target, schedules=args.schedule, repeat=args.repeat,
         max_width=args.max_width, seed=args.seed, progress=not args.no_progress, clock_name=args.clock,

@@ -8,6 +8,8 @@ import math
 import pytest
 from cli_helpers import run_main
 
+from rmtsched.specs.hardware import load_hardware_spec
+
 KEYS = {"schedule", "predicted_s", "measured_s", "rel_error", "predicted_speedup_vs_sequential",
         "measured_speedup_vs_sequential", "speedup_rel_error", "steps", "model", "hardware", "device"}
 TINY = ["--model", "armt-tiny", "--seq-len", "200", "--hardware", "cpu-generic", "--repeat", "1", "--no-progress"]
@@ -76,3 +78,13 @@ def test_pipelined_on_two_processes_compares_per_rank_busy_time(capsys) -> None:
         assert rank["predicted_busy_s"] > 0 and rank["measured_busy_s"] > 0
         assert math.isfinite(rank["rel_error"])
     assert pipelined["measured_s"] >= max(rank["measured_busy_s"] for rank in pipelined["ranks"])
+
+
+def test_too_many_pipeline_devices_fail_before_any_run(capsys, tmp_path, monkeypatch) -> None:
+    one_device = tmp_path / "one.json"
+    load_hardware_spec("cpu-generic").replace(num_devices=1).save(one_device)
+    monkeypatch.setattr("rmtsched.cli.cmd_compare.compare", lambda *a, **k: pytest.fail("compare ran"))
+    code, out, err = run_cli(capsys, "--model", "armt-tiny", "--seq-len", "200", "--hardware", str(one_device),
+                             "--devices", "2")
+    assert code == 2 and out == ""
+    assert "has 1 devices, asked for 2" in err and "--threads" in err
