@@ -109,7 +109,8 @@ def run_from_environment(args: argparse.Namespace) -> dict | None:
                        keep_outputs=False)  # fmt: skip
     return {
         "model": spec.name, "family": spec.family, "layers": spec.num_layers, "seq_len": args.seq_len,
-        "segment_len": spec.segment_len, "dtype": args.dtype, **result.to_dict(),
+        "segment_len": spec.segment_len, "dtype": args.dtype, "processes": world_size,
+        "threads_per_process": torch.get_num_threads(), **result.to_dict(),
     }  # fmt: skip
 
 

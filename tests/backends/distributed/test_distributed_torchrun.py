@@ -41,6 +41,7 @@ def test_torchrun_two_ranks_hash_like_rmtsched_run(tmp_path, capsys):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["devices"] == 2 and [rank["layers"] for rank in result["ranks"]] == [[0, 2], [2, 4]]
+    assert (result["processes"], result["threads_per_process"]) == (2, 1)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the ranks' thread count: the bits of small GEMMs depend on it
