@@ -8,8 +8,8 @@ e.g. ``pipelined``) starts P local processes, one per device (gloo on CPU, NCCL 
 cuda``), through ``rmtsched.backends.distributed.run_pipelined``: the record then also holds ``processes``,
 ``threads_per_process``, the bubble and each rank's layers and busy time. ``--in-process`` runs such a
 schedule's steps in this one process instead (a check of the schedule, no launching). Outputs are bit-exact
-either way when every process uses the same intra-op thread count (``--threads-per-process``): MKL rounds
-GEMMs of few rows differently with 1 and 2 threads.
+either way, whatever the thread counts: ``RowMatmul`` runs the few GEMM layouts whose bits depend on the
+thread count with one thread (see rowmm.py).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="run a multi-device schedule's steps in this one process instead of starting P")
     parser.add_argument("--threads-per-process", type=positive_int, default=None,
                         help="intra-op threads of each process (default: this process's threads, split evenly "
-                             "over the P processes); same count = same output bits")
+                             "over the P processes); outputs do not depend on it")
     parser.add_argument("--timeout", type=positive_seconds, default=30.0,
                         help="seconds a multi-process run may go without any rank making progress before every "
                              "rank is ended and the run fails naming the rank and step (default 30)")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from random_dags import random_valid_schedule
 
 from rmtsched.backends.torch import build_model, execute
-from rmtsched.sched import CellGraph, Schedule, build_cell_graph, make_schedule, split_segments
+from rmtsched.sched import CellGraph, Schedule, graph_for_tokens, make_schedule
 from rmtsched.specs.model import ModelSpec
 
 FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -68,8 +68,7 @@ def every_schedule(graph: CellGraph, rng: random.Random) -> dict[str, Schedule]:
 
 
 def graph_for(model, num_tokens: int) -> CellGraph:
-    segments = split_segments(num_tokens, model.segment_len)
-    return build_cell_graph(model.num_layers, segment_tokens=segments, rule=model.dependency_rule)
+    return graph_for_tokens(model, num_tokens)
 
 
 def random_inputs(spec: ModelSpec, batch: int, num_tokens: int, seed: int, embeddings: bool = False) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """``rmtsched run --devices P``: P local processes, the single-process record plus per-rank busy times.
 
-Bits depend on the intra-op thread count (MKL splits small-row GEMMs differently over 1 and 2 threads), so
-the single-process reference runs with the ranks' ``--threads-per-process``.
+The hashes must not depend on the intra-op thread count either: a 1-thread rank is compared with a
+2-thread single process too (raw MKL rounds some small-row GEMMs differently at 1 and 2 threads;
+``RowMatmul`` runs those layouts with one thread).
 """
 
 from __future__ import annotations
@@ -53,6 +54,17 @@ def test_processes_hash_equals_the_sequential_run_with_the_same_threads(dtype, p
     assert stages[0][0] == 0 and stages[-1][1] == 4 and all(a[1] == b[0] for a, b in itertools.pairwise(stages))
     assert all(0 < rank["busy_s"] <= rank["wall_s"] <= multi["wall_s"] * 1.0001 for rank in ranks)
     assert 0 <= multi["bubble_fraction"] < 1
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("dtype", ["fp32", "fp64"])
+def test_one_thread_ranks_match_a_two_thread_single_process(dtype, capsys) -> None:
+    common = ["--seq-len", "37", "--dtype", dtype]
+    single = json_run([*common, "--schedule", "sequential", "--threads-per-process", "2"], capsys)
+    multi = json_run([*common, "--schedule", "pipelined", "--devices", "2", "--threads-per-process", "1"], capsys)
+    assert (single["threads_per_process"], multi["threads_per_process"]) == (2, 1)
+    assert multi["output_sha256"] == single["output_sha256"]
 
 
 @pytest.mark.distributed

@@ -28,9 +28,8 @@ from rmtsched.sched import (
     Schedule,
     SchedulerOptions,
     available_schedulers,
-    build_cell_graph,
+    graph_for_tokens,
     make_schedule,
-    split_segments,
 )
 from rmtsched.sim import CostModel, analytic_simulate, simulate, workload_from_model
 from rmtsched.specs.hardware import load_hardware_spec
@@ -59,8 +58,7 @@ def num_tokens(draw: st.DrawFn, segment_len: int, max_segments: int = 6) -> int:
 
 def graph_for(model: RecurrentModel, tokens: int) -> CellGraph:
     """The cell graph of ``model`` on a sequence of ``tokens`` tokens, under the model's own dependency rule."""
-    return build_cell_graph(model.num_layers, segment_tokens=split_segments(tokens, model.segment_len),
-                            rule=model.dependency_rule)
+    return graph_for_tokens(model, tokens)
 
 
 def every_schedule(graph: CellGraph, seed: int, random_count: int = 2) -> dict[str, Schedule]:

@@ -13,11 +13,19 @@ alignment, everything the library's choice of kernel can depend on — with rand
 layout, and uses the batched call only if it reproduces the canonical bits on every draw (3 to 64 draws,
 enough to compare 16k output elements where possible); otherwise it loops over rows. Verdicts are
 cached per process. A probe is evidence, not proof: the property tests are what check it end to end.
+
+The canonical row is defined at ONE intra-op thread. MKL splits some small GEMMs (and fp64 SDPA) over
+threads in a way that changes the summation order, so the same call gave other low bits at 1 and 2
+threads; a pipeline rank with one thread would then disagree with a two-thread single process. In
+"auto" and "rows" mode each per-row call signature on the CPU is also probed at the current thread
+count against one thread, and a signature that differs runs its rows with one thread (such shapes are
+tiny: a few rows). Outputs are therefore the same whatever ``torch.set_num_threads`` says.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +39,7 @@ ALIGN_BYTES = 64
 _PROBE_ELEMENTS = 1 << 14
 _PROBE_MAX_ELEMENTS = 1 << 26  # larger operands are not probed (their rows are big enough to run alone)
 _verdicts: dict[tuple, bool] = {}
+_thread_verdicts: dict[tuple, bool] = {}
 
 
 def aligned(t: torch.Tensor) -> torch.Tensor:
@@ -80,9 +89,23 @@ class RowMatmul:
 
     # -- dispatch ----------------------------------------------------------------------------------
     def _run(self, name: str, per_row: Callable, flat: Callable, *operands: torch.Tensor) -> torch.Tensor:
+        if not self._threads_ok(name, per_row, operands):
+            with one_thread():
+                return per_row(*operands)
         if len(operands[0]) > 1 and self._batched_ok(name, per_row, flat, operands):
             return flat(*operands)
         return per_row(*operands)
+
+    def _threads_ok(self, name: str, per_row: Callable, operands: tuple[torch.Tensor, ...]) -> bool:
+        """Whether a row of this layout gets the one-thread bits at the current thread count."""
+        threads = torch.get_num_threads()
+        if self.mode == "batched" or threads == 1 or operands[0].device.type != "cpu":
+            return True
+        key = (name, threads, *(_row_layout(t) for t in operands))
+        verdict = _thread_verdicts.get(key)
+        if verdict is None:
+            verdict = _thread_verdicts[key] = _probe_threads(per_row, tuple(t[:1] for t in operands))
+        return verdict
 
     def _batched_ok(
         self, name: str, per_row: Callable, flat: Callable, operands: tuple[torch.Tensor, ...]
@@ -98,6 +121,22 @@ class RowMatmul:
 
 def _layout(t: torch.Tensor) -> tuple:
     return (tuple(t.shape), t.stride(), t.dtype, t.data_ptr() % ALIGN_BYTES)
+
+
+def _row_layout(t: torch.Tensor) -> tuple:
+    """What a per-row call sees of one row (rows are aligned before the call, so no address)."""
+    return (tuple(t.shape[1:]), t.stride()[1:], t.dtype)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block with one intra-op thread, restoring the previous count after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _probe_like(t: torch.Tensor, generator: torch.Generator, draw: int) -> torch.Tensor:
@@ -120,23 +159,50 @@ def _probe_like(t: torch.Tensor, generator: torch.Generator, draw: int) -> torch
 
 
 def _probe(per_row: Callable, flat: Callable, operands: tuple[torch.Tensor, ...]) -> bool:
+    """Whether ``flat`` reproduces ``per_row`` bit for bit on random operands of this exact layout."""
     if any(t.numel() > _PROBE_MAX_ELEMENTS for t in operands):
         return False
+    return _agree(per_row, flat, operands)
+
+
+def _probe_threads(per_row: Callable, row: tuple[torch.Tensor, ...]) -> bool:
+    """Whether ``per_row`` on one row gives the same bits at the current thread count as at one thread.
+
+    Large operands are not probed: they are assumed thread-invariant (the shapes that differed here are
+    small) and checked end to end by the tests that compare thread counts.
+    """
+    if any(t.numel() > _PROBE_MAX_ELEMENTS for t in row):
+        return True
+
+    def single_threaded(*operands: torch.Tensor) -> torch.Tensor:
+        with one_thread():
+            return per_row(*operands)
+
+    return _agree(single_threaded, per_row, row)
+
+
+def _agree(expected_fn: Callable, candidate_fn: Callable, operands: tuple[torch.Tensor, ...]) -> bool:
+    """Both calls give identical bits on 3 to 64 random draws shaped (strides, alignment) like ``operands``."""
     generator = torch.Generator().manual_seed(0)
-    in_place = per_row is _baddbmm_rows_
-    out_elements = operands[0].numel() if in_place else per_row(*operands).numel()
+    in_place = _is_in_place(expected_fn, candidate_fn)
+    out_elements = operands[0].numel() if in_place else expected_fn(*operands).numel()
     draws = min(64, max(3, -(-_PROBE_ELEMENTS // max(1, out_elements))))
     for draw in range(draws):
         fakes = [_probe_like(t, generator, draw) for t in operands]
         if in_place:
             expected, got = fakes[0].clone(), fakes[0].clone()
-            per_row(expected, *fakes[1:])
-            flat(got, *fakes[1:])
+            expected_fn(expected, *fakes[1:])
+            candidate_fn(got, *fakes[1:])
         else:
-            expected, got = per_row(*fakes), flat(*fakes)
+            expected, got = expected_fn(*fakes), candidate_fn(*fakes)
         if not torch.equal(expected, got):
             return False
     return True
+
+
+def _is_in_place(*fns: Callable) -> bool:
+    """The accumulate kernels write into their first operand (``c += a @ b``)."""
+    return any(fn in (_baddbmm_rows_, _baddbmm_flat_) for fn in fns)
 
 
 # -- canonical per-row calls ------------------------------------------------------------------------

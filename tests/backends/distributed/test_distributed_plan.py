@@ -11,7 +11,15 @@ from rmtsched.backends.distributed.executor import StageExecutor
 from rmtsched.backends.distributed.plan import build_plans, sorted_step
 from rmtsched.backends.distributed.sink import SegmentSink, outputs_sha256
 from rmtsched.errors import ScheduleError
-from rmtsched.sched import Cell, Schedule, Step, Transfer, build_cell_graph, make_schedule, split_segments
+from rmtsched.sched import (
+    Cell,
+    Schedule,
+    Step,
+    Transfer,
+    build_cell_graph,
+    graph_for_tokens,
+    make_schedule,
+)
 
 
 def toy(num_layers: int = 4, global_memory: bool = False, dtype: torch.dtype = torch.float64) -> ToyRecurrentModel:
@@ -22,9 +30,7 @@ def toy(num_layers: int = 4, global_memory: bool = False, dtype: torch.dtype = t
 
 
 def graph_for(model: ToyRecurrentModel, num_tokens: int):
-    return build_cell_graph(
-        model.num_layers, segment_tokens=split_segments(num_tokens, model.segment_len), rule=model.dependency_rule
-    )
+    return graph_for_tokens(model, num_tokens)
 
 
 def test_pipelined_plan_gives_each_rank_one_stage_and_a_channel_in_segment_order():
