@@ -25,8 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from rmtsched.backends.torch import build_model, execute
 from rmtsched.calibrate import calibrate, compare, resolve_target
 from rmtsched.calibrate.compare import Comparison
+from rmtsched.calibrate.device import using_threads
+from rmtsched.sched import graph_for_tokens, make_schedule
 from rmtsched.specs.hardware import load_hardware_spec
 from rmtsched.specs.model import ModelSpec, load_model_spec
 
@@ -91,6 +96,41 @@ def wait_quiet(limit_s: float, threshold: float = 0.10, streak: int = 3) -> str:
     return f"waited {waited:.0f} s for quiet" if quiet >= streak else f"NOT quiet after {waited:.0f} s"
 
 
+class SpeedReference:
+    """A fixed workload (sequential armt-tiny on 512 tokens) timed at calibration and before each comparison.
+
+    The ratio of its times says how much faster or slower the machine itself ran than when it was
+    calibrated; a prediction error of the same size and sign is drift, not the cost model. Diagnostic
+    only: predictions are never rescaled by it.
+    """
+
+    def __init__(self, threads: int) -> None:
+        spec = load_model_spec("armt-tiny")
+        model = build_model(spec, seed=0)
+        inputs = torch.randint(0, spec.vocab_size, (1, 512), generator=torch.Generator().manual_seed(0))
+        schedule = make_schedule(graph_for_tokens(spec, 512), "sequential")
+        target = resolve_target("cpu", "fp32", threads)
+
+        def run() -> None:
+            with using_threads(target):
+                execute(model, inputs, schedule, collect_outputs=False)
+
+        self.run = run
+        run()  # warm-up
+        self.baseline = self.seconds()
+
+    def seconds(self) -> float:
+        times = []
+        for _ in range(7):
+            start = time.perf_counter()
+            self.run()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    def drift(self) -> str:
+        return f"machine {self.seconds() / self.baseline:.2f}x the calibration-time reference"
+
+
 def diagonal_speedups(result: Comparison) -> tuple[float, float]:
     predicted, measured = result.speedups(result.row("diagonal"))
     return predicted, measured
@@ -107,12 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     target = resolve_target("cpu", "fp32", args.threads)
     print(f"# {target.threads} threads; {load()} at start", flush=True)
+    reference = None
     if args.hardware:
         hardware = load_hardware_spec(args.hardware)
     else:
         waited = wait_quiet(args.wait_quiet)
         started, others = time.perf_counter(), OthersMeter()
         calibration = calibrate(target, progress=False)
+        reference = SpeedReference(target.threads)
         hardware = calibration.hardware
         steps = calibration.stages[-1]
         print(f"# calibrated in {time.perf_counter() - started:.1f} s ({waited}; other processes used "
@@ -127,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for label, spec, tokens in configs():
         waited = wait_quiet(args.wait_quiet)
+        drift = f"; {reference.drift()}" if reference else ""
         others = OthersMeter()
         result = compare(spec, hardware, tokens, target, repeat=args.repeat, progress=False)
-        when = f"{waited}; others used {others.cpus():.2f} CPUs; {load()}"
+        when = f"{waited}; others used {others.cpus():.2f} CPUs; {load()}{drift}"
         for row in result.rows:
             predicted, measured = result.speedups(row)
             print(f"| {spec.name} ({label}, {tokens:,} tokens) | {row.schedule} | {row.predicted_s:.3f} s | "
