@@ -28,12 +28,9 @@ from rmtsched.specs.model import ModelSpec
 BASELINE = "sequential"
 
 
-@dataclass(frozen=True)
-class ScheduleComparison:
-    """One schedule: the simulator's makespan and the backend's measured wall times."""
+class PredictedVsMeasured:
+    """A predicted time against measured runs: the median run and the relative error (mixin)."""
 
-    schedule: str
-    steps: int
     predicted_s: float
     measured_runs_s: tuple[float, ...]
 
@@ -45,6 +42,16 @@ class ScheduleComparison:
     def rel_error(self) -> float:
         """``predicted / measured - 1``: positive when the simulator is pessimistic."""
         return self.predicted_s / self.measured_s - 1.0
+
+
+@dataclass(frozen=True)
+class ScheduleComparison(PredictedVsMeasured):
+    """One schedule: the simulator's makespan and the backend's measured wall times."""
+
+    schedule: str
+    steps: int
+    predicted_s: float
+    measured_runs_s: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -186,4 +193,4 @@ def _timed_run(
     return now() - start
 
 
-__all__ = ["BASELINE", "Comparison", "ScheduleComparison", "compare", "single_device_schedulers"]
+__all__ = ["BASELINE", "Comparison", "PredictedVsMeasured", "ScheduleComparison", "compare", "single_device_schedulers"]

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 
+from rmtsched.backends.torch.threads import intra_op_threads
 from rmtsched.errors import SpecError
 from rmtsched.specs.hardware import DTYPE_BY_BYTES
 
@@ -57,15 +57,9 @@ def resolve_target(device: str, dtype: str | None = None, threads: int | None = 
     return target
 
 
-@contextmanager
-def using_threads(target: Target) -> Iterator[None]:
+def using_threads(target: Target) -> AbstractContextManager[int]:
     """Run with ``target.threads`` intra-op threads, restoring the caller's count afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(target.threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return intra_op_threads(target.threads)
 
 
 def describe_host(target: Target) -> str:

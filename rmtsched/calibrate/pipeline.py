@@ -8,7 +8,6 @@ thread count (``rmtsched calibrate --threads``); its link figures are assumption
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 
 from rmtsched.backends.torch import build_model
+from rmtsched.calibrate.compare import PredictedVsMeasured
 from rmtsched.calibrate.device import Target
 from rmtsched.errors import SpecError
 from rmtsched.sched import graph_for_tokens, make_schedule
@@ -39,7 +39,7 @@ class RankComparison:
 
 
 @dataclass(frozen=True)
-class PipelineComparison:
+class PipelineComparison(PredictedVsMeasured):
     """The pipelined schedule on ``devices`` processes: makespans and per-rank busy times."""
 
     devices: int
@@ -47,14 +47,6 @@ class PipelineComparison:
     predicted_s: float
     measured_runs_s: tuple[float, ...]
     ranks: tuple[RankComparison, ...]
-
-    @property
-    def measured_s(self) -> float:
-        return statistics.median(self.measured_runs_s)
-
-    @property
-    def rel_error(self) -> float:
-        return self.predicted_s / self.measured_s - 1.0
 
     def record(self) -> dict[str, Any]:
         return {

@@ -1,4 +1,4 @@
-"""Wall-clock timing of backend calls: warm up, repeat within a time budget, report the median.
+"""Wall-clock timing of backend calls: warm up, then repeat within a time budget (callers take the median).
 
 CUDA work is asynchronous, so every timed call is bracketed by ``torch.cuda.synchronize``; on the CPU the
 synchronisation is a no-op. Medians, not minima: ``rmtsched compare`` reports medians of whole runs, and
@@ -9,7 +9,6 @@ time of this process) makes single-threaded CPU timings robust to other work on 
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,9 +97,4 @@ def sample_times_s(fn: Callable[[], object], device: torch.device, policy: Timin
     return times
 
 
-def median_time_s(fn: Callable[[], object], device: torch.device, policy: TimingPolicy = FULL) -> float:
-    """Median time of ``fn()`` in seconds under ``policy`` (all its repeats in one visit)."""
-    return statistics.median(sample_times_s(fn, device, policy))
-
-
-__all__ = ["CLOCKS", "FULL", "QUICK", "TimingPolicy", "clock", "median_time_s", "sample_times_s", "synchronize"]
+__all__ = ["CLOCKS", "FULL", "QUICK", "TimingPolicy", "clock", "sample_times_s", "synchronize"]

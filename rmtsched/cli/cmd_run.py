@@ -19,8 +19,6 @@ import json
 import math
 import statistics
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,9 +37,10 @@ from rmtsched.backends.torch.session import (
     resolve_device,
     warm_up,
 )
+from rmtsched.backends.torch.threads import intra_op_threads
 from rmtsched.cli.args import non_negative_int, positive_int
 from rmtsched.errors import RmtschedError
-from rmtsched.sched import Schedule, available_schedulers, graph_for_tokens, make_schedule, split_segments
+from rmtsched.sched import CellGraph, Schedule, available_schedulers, graph_for_tokens, make_schedule
 from rmtsched.specs.model import ModelSpec, available_model_specs, load_model_spec
 
 
@@ -111,25 +110,25 @@ def run(args: argparse.Namespace) -> int:
     if args.devices > 1 and not args.in_process:
         record.update(_run_processes(args, spec, device, dtype))
     else:
-        record.update(_run_here(args, spec, device, dtype, schedule))
+        record.update(_run_here(args, spec, device, dtype, graph, schedule))
     print(json.dumps(record) if args.json else _text(record))
     return 0
 
 
 def _run_here(
-    args: argparse.Namespace, spec: ModelSpec, device: torch.device, dtype: torch.dtype, schedule: Schedule
+    args: argparse.Namespace, spec: ModelSpec, device: torch.device, dtype: torch.dtype, graph: CellGraph,
+    schedule: Schedule,
 ) -> dict[str, Any]:
     """Every step in this process (``--devices 1`` or ``--in-process``)."""
     model = load_model(spec, checkpoint=args.checkpoint, seed=args.seed, dtype=dtype, device=device, matmul=args.gemm)
     inputs = random_token_ids(spec, args.seq_len, args.seed)
-    num_segments = len(split_segments(args.seq_len, spec.segment_len))
     walls, hashes = [], []
-    with _intra_op_threads(args.threads_per_process) as threads:
+    with intra_op_threads(args.threads_per_process) as threads:
         if args.warmup:
             warm_up(model, schedule, args.seq_len)
         for repeat in range(args.repeat):
             digest = OutputHash()
-            with tqdm(total=num_segments, desc=f"run {repeat + 1}/{args.repeat}", unit="seg", file=sys.stderr,
+            with tqdm(total=graph.num_segments, desc=f"run {repeat + 1}/{args.repeat}", unit="seg", file=sys.stderr,
                       delay=2.0, leave=False) as bar:
 
                 def on_output(segment, output, digest=digest, bar=bar):
@@ -144,7 +143,7 @@ def _run_here(
     wall = statistics.median(walls)
     peak_bytes, peak_kind = peak_memory(device)
     return {
-        "segments": num_segments, "schedule": schedule.scheduler, "steps": schedule.num_steps,
+        "segments": graph.num_segments, "schedule": schedule.scheduler, "steps": schedule.num_steps,
         "devices": schedule.num_devices, "processes": 1, "threads_per_process": threads, "device": device.type,
         "repeat": args.repeat, "wall_s": wall, "wall_s_all": walls, "tokens_per_s": args.seq_len / wall,
         "peak_memory_bytes": peak_bytes, "peak_memory_kind": peak_kind, "output_sha256": hashes[0],
@@ -178,19 +177,6 @@ def _run_processes(
     record = result.to_dict()
     record["threads_per_process"] = threads
     return record
-
-
-@contextmanager
-def _intra_op_threads(threads: int | None) -> Iterator[int]:
-    """Run with ``threads`` intra-op threads (None: as is), restoring the previous count afterwards."""
-    previous = torch.get_num_threads()
-    if threads is not None and threads != previous:
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
 
 
 def _text(record: dict[str, Any]) -> str:

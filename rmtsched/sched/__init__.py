@@ -16,6 +16,7 @@ from rmtsched.sched.dag import (
     get_rule,
     graph_for_tokens,
     split_segments,
+    warmup_graph,
 )
 from rmtsched.sched.registry import available_schedulers, get_scheduler, make_schedule, register_scheduler
 from rmtsched.sched.schedule import Schedule, SchedulerOptions, Step, Transfer, render_grid
@@ -43,4 +44,5 @@ __all__ = [
     "render_grid",
     "split_segments",
     "validate",
+    "warmup_graph",
 ]

@@ -431,6 +431,19 @@ def graph_for_tokens(layout: ModelLayout, num_tokens: int) -> CellGraph:
     )
 
 
+def warmup_graph(graph: CellGraph) -> CellGraph:
+    """The first L + 1 segments of ``graph`` plus its short last segment, if it has one.
+
+    A schedule of this prefix has every step width and token count a schedule of the whole graph has
+    (the diagonal is full from segment L on), so running it once, untimed, settles every one-time cost
+    (GEMM probes, allocator, rotary tables) at a fraction of the run's cost.
+    """
+    tokens = graph.segment_tokens
+    tail = (tokens[-1],) if len(tokens) > 1 and tokens[-1] != tokens[0] else ()
+    prefix = tokens[: min(len(tokens) - len(tail), graph.num_layers + 1)] + tail
+    return build_cell_graph(graph.num_layers, segment_tokens=prefix, rule=graph.rule)
+
+
 __all__ = [
     "CallableRule",
     "Cell",
@@ -445,4 +458,5 @@ __all__ = [
     "get_rule",
     "graph_for_tokens",
     "split_segments",
+    "warmup_graph",
 ]

@@ -8,9 +8,6 @@ count against one thread and runs the layouts that differ with one thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
 import torch
 from backend_helpers import (
@@ -26,17 +23,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rmtsched.backends.torch.rowmm import RowMatmul
+from rmtsched.backends.torch.threads import intra_op_threads
 from rmtsched.sched import graph_for_tokens, make_schedule
-
-
-@contextmanager
-def threads(count: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @FAST
@@ -50,9 +38,9 @@ def test_diagonal_at_two_threads_equals_sequential_at_one(data: st.DataObject) -
     model = build_model(spec, seed=seed, dtype=dtype)
     inputs = random_inputs(spec, 1, num_tokens, seed)
     graph = graph_for_tokens(model, num_tokens)
-    with threads(1):
+    with intra_op_threads(1):
         reference = execute(model, inputs, make_schedule(graph, "sequential"))
-    with threads(2):
+    with intra_op_threads(2):
         for name in ("sequential", "diagonal"):
             assert_bitwise_equal(reference, execute(model, inputs, make_schedule(graph, name)),
                                  f"{family}/{name}/{dtype} at 2 threads vs sequential at 1")
@@ -76,7 +64,7 @@ def test_a_row_gets_the_one_thread_bits_at_any_thread_count(kind, a_shape, b_sha
         b = torch.randn(b_shape, generator=generator, dtype=dtype)
         results = []
         for count in (1, 2):
-            with threads(count):
+            with intra_op_threads(count):
                 matmul = RowMatmul(mode)
                 results.append(matmul.linear(a, b) if kind == "linear" else matmul.batched(a, b))
         assert torch.equal(*results), f"{kind} {a_shape} x {b_shape} {dtype} differs between 1 and 2 threads"
@@ -84,6 +72,6 @@ def test_a_row_gets_the_one_thread_bits_at_any_thread_count(kind, a_shape, b_sha
 
 def test_the_thread_count_is_restored_after_a_one_thread_call() -> None:
     a, b = torch.randn(1, 6, 32), torch.randn(1, 48, 32)
-    with threads(2):
+    with intra_op_threads(2):
         RowMatmul("auto").linear(a, b)
         assert torch.get_num_threads() == 2

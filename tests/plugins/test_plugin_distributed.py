@@ -9,7 +9,8 @@ import torch
 from plugin_helpers import load_example, random_inputs, run
 
 from rmtsched.backends.distributed import run_pipelined
-from rmtsched.sched import build_cell_graph, make_schedule, split_segments
+from rmtsched.backends.torch.threads import intra_op_threads
+from rmtsched.sched import graph_for_tokens, make_schedule
 
 
 def factories():
@@ -32,13 +33,8 @@ def test_pipelined_over_two_processes_is_bit_exact(name):
     model = factory()
     inputs = random_inputs(6 * model.segment_len + 3, 101, 2, seed=4)
     result = run_pipelined(factory, inputs, num_procs=2, threads_per_proc=1, keep_outputs=True, timeout_s=60.0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # GEMM kernel choices depend on the thread count: match the workers'
-    try:
-        graph = build_cell_graph(model.num_layers, segment_tokens=split_segments(inputs.shape[1], model.segment_len))
-        outputs, state = run(model, inputs, make_schedule(graph, "sequential"))
-    finally:
-        torch.set_num_threads(threads)
+    with intra_op_threads(1):  # the workers' thread count (GEMMs outside RowMatmul depend on it)
+        outputs, state = run(model, inputs, make_schedule(graph_for_tokens(model, inputs.shape[1]), "sequential"))
     assert len(result.outputs) == len(outputs)
     for segment, (got, want) in enumerate(zip(result.outputs, outputs, strict=True)):
         assert torch.equal(got, want), f"segment {segment}"

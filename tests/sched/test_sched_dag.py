@@ -24,6 +24,7 @@ from rmtsched.sched import (
     get_rule,
     graph_for_tokens,
     split_segments,
+    warmup_graph,
 )
 
 # -- split_segments ---------------------------------------------------------------------------------
@@ -62,6 +63,15 @@ def test_graph_for_tokens_takes_depth_segment_length_and_rule_from_the_layout() 
     assert Cell(2, 1) in set(graph.predecessors(Cell(0, 2)))
     with pytest.raises(GraphError, match="segment length must be a positive integer, got 0"):
         graph_for_tokens(type("Bad", (), {"num_layers": 2, "segment_len": 0, "dependency_rule": "layer_local"})(), 5)
+
+
+def test_warmup_graph_keeps_l_plus_one_segments_and_the_short_tail() -> None:
+    long = build_cell_graph(3, segment_tokens=(4,) * 10 + (2,), rule="global_memory")
+    prefix = warmup_graph(long)
+    assert (prefix.num_layers, prefix.segment_tokens, prefix.rule.name) == (3, (4, 4, 4, 4, 2), "global_memory")
+    assert warmup_graph(build_cell_graph(2, segment_tokens=(4,) * 6)).segment_tokens == (4, 4, 4)
+    short = build_cell_graph(3, segment_tokens=(4, 4, 1))
+    assert warmup_graph(short).segment_tokens == (4, 4, 1)
 
 
 # -- built-in rules ---------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from rmtsched.backends.distributed.job import ModelFactory, RankJob, RankReport
 from rmtsched.backends.distributed.plan import RankPlan, build_plans
 from rmtsched.backends.distributed.rank import child_main
 from rmtsched.backends.distributed.result import PipelineResult, summarise
-from rmtsched.sched import CellGraph, Schedule, build_cell_graph, graph_for_tokens, make_schedule
+from rmtsched.sched import CellGraph, Schedule, graph_for_tokens, make_schedule, warmup_graph
 
 _POLL_S = 0.1
 _KILL_GRACE_S = 2.0
@@ -123,12 +123,8 @@ def _check_arguments(num_procs: int, device: str, threads: int, timeout_s: float
 def _warmup_plans(
     graph: CellGraph, scheduler: str, num_procs: int, max_width: int | None, uses_previous_output: bool
 ) -> list[RankPlan]:
-    """Plans of the same scheduler on a prefix of L + 1 segments plus the short tail (if any): every step
-    shape and token count of the full run, at a fraction of its cost."""
-    tokens = graph.segment_tokens
-    tail = (tokens[-1],) if len(tokens) > 1 and tokens[-1] != tokens[0] else ()
-    prefix = tokens[: min(len(tokens) - len(tail), graph.num_layers + 1)] + tail
-    prefix_graph = build_cell_graph(graph.num_layers, segment_tokens=prefix, rule=graph.rule)
+    """Plans of the same scheduler on ``warmup_graph(graph)``: every step shape of the full run, cheaply."""
+    prefix_graph = warmup_graph(graph)
     schedule = make_schedule(prefix_graph, scheduler, num_devices=num_procs, max_width=max_width)
     return build_plans(schedule, prefix_graph, num_procs, uses_previous_output)
 

@@ -24,11 +24,12 @@ tiny: a few rows). Outputs are therefore the same whatever ``torch.set_num_threa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from rmtsched.backends.torch.threads import intra_op_threads
 
 # Modes: "rows" (always canonical per-row calls: exact by construction), "batched" (always one call:
 # fast, exact only where the library is batch-invariant), "auto" (batched where a probe proved it exact).
@@ -38,8 +39,11 @@ ALIGN_BYTES = 64
 # difference may touch only a few elements and agree by chance), with at least 3 and at most 64 draws.
 _PROBE_ELEMENTS = 1 << 14
 _PROBE_MAX_ELEMENTS = 1 << 26  # larger operands are not probed (their rows are big enough to run alone)
-_verdicts: dict[tuple, bool] = {}
-_thread_verdicts: dict[tuple, bool] = {}
+# How a call of one exact layout runs, decided once per process: one batched call, the canonical per-row
+# calls, or the per-row calls with one intra-op thread (a thread-sensitive row layout).
+FLAT, ROWS, ROWS_ONE_THREAD = "flat", "rows", "rows/1-thread"
+_plans: dict[tuple, str] = {}
+_thread_verdicts: dict[tuple, bool] = {}  # per row layout, so every step width shares one probe
 
 
 def aligned(t: torch.Tensor) -> torch.Tensor:
@@ -89,34 +93,33 @@ class RowMatmul:
 
     # -- dispatch ----------------------------------------------------------------------------------
     def _run(self, name: str, per_row: Callable, flat: Callable, *operands: torch.Tensor) -> torch.Tensor:
-        if not self._threads_ok(name, per_row, operands):
-            with one_thread():
-                return per_row(*operands)
-        if len(operands[0]) > 1 and self._batched_ok(name, per_row, flat, operands):
+        # The hot path: one key and one dict lookup per call; probes run only the first time a layout shows up.
+        threads = torch.get_num_threads()
+        key = (name, self.mode, threads, operands[0].device.type, *(_layout(t) for t in operands))
+        plan = _plans.get(key)
+        if plan is None:
+            plan = _plans[key] = self._plan(name, threads, per_row, flat, operands)
+        if plan == FLAT:
             return flat(*operands)
+        if plan == ROWS_ONE_THREAD:
+            with intra_op_threads(1):
+                return per_row(*operands)
         return per_row(*operands)
 
-    def _threads_ok(self, name: str, per_row: Callable, operands: tuple[torch.Tensor, ...]) -> bool:
-        """Whether a row of this layout gets the one-thread bits at the current thread count."""
-        threads = torch.get_num_threads()
-        if self.mode == "batched" or threads == 1 or operands[0].device.type != "cpu":
-            return True
-        key = (name, threads, *(_row_layout(t) for t in operands))
-        verdict = _thread_verdicts.get(key)
-        if verdict is None:
-            verdict = _thread_verdicts[key] = _probe_threads(per_row, tuple(t[:1] for t in operands))
-        return verdict
-
-    def _batched_ok(
-        self, name: str, per_row: Callable, flat: Callable, operands: tuple[torch.Tensor, ...]
-    ) -> bool:
-        if self.mode != "auto":
-            return self.mode == "batched"
-        key = (name, torch.get_num_threads(), operands[0].device.type, *(_layout(t) for t in operands))
-        verdict = _verdicts.get(key)
-        if verdict is None:
-            verdict = _verdicts[key] = _probe(per_row, flat, operands)
-        return verdict
+    def _plan(
+        self, name: str, threads: int, per_row: Callable, flat: Callable, operands: tuple[torch.Tensor, ...]
+    ) -> str:
+        if self.mode == "batched":
+            return FLAT if len(operands[0]) > 1 else ROWS
+        if threads > 1 and operands[0].device.type == "cpu":
+            row_key = (name, threads, *(_row_layout(t) for t in operands))
+            if row_key not in _thread_verdicts:
+                _thread_verdicts[row_key] = _probe_threads(per_row, tuple(t[:1] for t in operands))
+            if not _thread_verdicts[row_key]:
+                return ROWS_ONE_THREAD
+        if self.mode == "auto" and len(operands[0]) > 1 and _probe(per_row, flat, operands):
+            return FLAT
+        return ROWS
 
 
 def _layout(t: torch.Tensor) -> tuple:
@@ -126,17 +129,6 @@ def _layout(t: torch.Tensor) -> tuple:
 def _row_layout(t: torch.Tensor) -> tuple:
     """What a per-row call sees of one row (rows are aligned before the call, so no address)."""
     return (tuple(t.shape[1:]), t.stride()[1:], t.dtype)
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run the block with one intra-op thread, restoring the previous count after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _probe_like(t: torch.Tensor, generator: torch.Generator, draw: int) -> torch.Tensor:
@@ -175,7 +167,7 @@ def _probe_threads(per_row: Callable, row: tuple[torch.Tensor, ...]) -> bool:
         return True
 
     def single_threaded(*operands: torch.Tensor) -> torch.Tensor:
-        with one_thread():
+        with intra_op_threads(1):
             return per_row(*operands)
 
     return _agree(single_threaded, per_row, row)

@@ -19,7 +19,7 @@ from rmtsched.backends.torch.checkpoint import load_model as load_checkpoint_mod
 from rmtsched.backends.torch.executor import execute
 from rmtsched.backends.torch.models import DTYPES, build_model, parse_dtype
 from rmtsched.errors import SpecError
-from rmtsched.sched import CellGraph, Schedule, available_schedulers, graph_for_tokens, make_schedule
+from rmtsched.sched import CellGraph, Schedule, available_schedulers, graph_for_tokens, make_schedule, warmup_graph
 from rmtsched.specs.model import ModelSpec
 
 DEVICE_DTYPES = {"cpu": ("fp32", "fp64"), "cuda": ("fp32", "bf16", "fp16")}
@@ -115,12 +115,10 @@ def warm_up(model: StackedModel, schedule: Schedule, seq_len: int) -> None:
     probes, the allocator and the thread pools are ready before anything is timed.
     """
     spec = model.spec
-    tail = seq_len % spec.segment_len
-    prefix = min(seq_len, (spec.num_layers + 1) * spec.segment_len + tail)
-    graph = graph_for_tokens(spec, prefix)
+    graph = warmup_graph(graph_for_tokens(spec, seq_len))
     options = {"max_width": schedule.options.get("max_width"), "num_devices": schedule.num_devices}
-    execute(model, random_token_ids(spec, prefix, seed=0), make_schedule(graph, schedule.scheduler, **options),
-            collect_outputs=False)
+    execute(model, random_token_ids(spec, sum(graph.segment_tokens), seed=0),
+            make_schedule(graph, schedule.scheduler, **options), collect_outputs=False)
 
 
 def default_tolerance(device: torch.device, dtype: torch.dtype) -> float:

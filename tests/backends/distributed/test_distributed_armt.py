@@ -14,7 +14,8 @@ import torch
 
 from rmtsched.backends.distributed import outputs_sha256, run_pipelined
 from rmtsched.backends.torch import build_model, execute
-from rmtsched.sched import build_cell_graph, make_schedule, split_segments
+from rmtsched.backends.torch.threads import intra_op_threads
+from rmtsched.sched import graph_for_tokens, make_schedule
 from rmtsched.specs.model import ModelSpec
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(120)]
@@ -28,15 +29,9 @@ def tiny_spec(family: str) -> ModelSpec:
 
 
 def sequential_reference(spec, factory, inputs, threads):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        graph = build_cell_graph(
-            spec.num_layers, segment_tokens=split_segments(inputs.shape[1], spec.segment_len), rule=spec.dependency_rule
-        )
+    with intra_op_threads(threads):
+        graph = graph_for_tokens(spec, inputs.shape[1])
         return execute(factory(device="cpu"), inputs, make_schedule(graph, "sequential"))
-    finally:
-        torch.set_num_threads(previous)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rmtsched.backends.distributed import build_plans, outputs_sha256, run_pipelined
+from rmtsched.backends.torch.threads import intra_op_threads
 from rmtsched.sched import Schedule, Step, Transfer, build_cell_graph, split_segments
 from rmtsched.sched.schedulers.diagonal import waves
 
@@ -30,12 +31,8 @@ def toy_factory(num_layers=4, d_model=12, segment_len=5, mem_tokens=2, global_me
 
 
 def reference(factory, inputs, threads=2):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with intra_op_threads(threads):
         return reference_run(factory(device=torch.device("cpu")), inputs)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def token_ids(batch, num_tokens, seed=0):

@@ -14,6 +14,7 @@ from dist_toy_model import build_toy_from_spec, reference_run
 
 from rmtsched.backends.distributed import outputs_sha256
 from rmtsched.backends.distributed.worker import main
+from rmtsched.backends.torch.threads import intra_op_threads
 from rmtsched.cli.main import main as cli_main
 from rmtsched.specs.model import ModelSpec
 
@@ -43,12 +44,8 @@ def test_torchrun_two_ranks_hash_like_rmtsched_run(tmp_path, capsys):
     assert result["devices"] == 2 and [rank["layers"] for rank in result["ranks"]] == [[0, 2], [2, 4]]
     assert (result["processes"], result["threads_per_process"]) == (2, 1)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the ranks' thread count: the bits of small GEMMs depend on it
-    try:
+    with intra_op_threads(1):  # the ranks' thread count
         assert cli_main(["run", *common, "--schedule", "sequential", "--json"]) == 0
-    finally:
-        torch.set_num_threads(threads)
     single = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["output_sha256"] == single["output_sha256"]
     assert {"model", "layers", "seq_len", "segments", "wall_s", "tokens_per_s", "peak_memory_bytes"} <= result.keys()
