@@ -1,7 +1,7 @@
 """Microbenchmarks of the PyTorch backend's own kernels and steps, each described as simulator work.
 
-Every benchmark calls backend code the way the models call it (``RowMatmul`` GEMMs over a stack of
-layer rows, ``attention_rows``, the associative-memory GEMMs, the element-wise kernels, a whole
+Every benchmark calls backend code the way the models call it (``RowMatmul`` GEMMs and attention over a
+stack of layer rows, the associative-memory GEMMs and feature map, the element-wise kernels, a whole
 ``StepRunner.run_step``) on a grid of LLaMA-like shapes and step widths, and names the simulator
 kernels (``rmtsched.specs.armt_cost``) that stand for that work. Suites are registered by name, so a
 backend with other kernels can add its own.
@@ -17,7 +17,7 @@ from functools import partial
 import torch
 
 from rmtsched.backends.torch import StepRunner, build_model, execute
-from rmtsched.backends.torch.kernels import attention_rows, dpfp, dpfp_index, l2_normalize, rms_norm, silu_mul
+from rmtsched.backends.torch.kernels import dpfp_features, l2_normalize, merge_heads, rms_norm, silu_mul
 from rmtsched.backends.torch.rowmm import RowMatmul
 from rmtsched.calibrate.device import Target
 from rmtsched.sched import Cell, Schedule, build_cell_graph, make_schedule
@@ -185,19 +185,23 @@ def _linear_call(target: Target, w: int, tokens: int, out_features: int, in_feat
 
 @register_suite("attention")
 def attention_suite(grid: Grid, target: Target) -> Iterator[Bench]:
-    """``attention_rows``: one causal SDPA call per row over the segment's and memory tokens."""
+    """Causal SDPA over the segment's and memory tokens as ``llama_layers`` runs it: ``RowMatmul.attention``
+    (batched where probed exact) on head-transposed views of the packed QKV, then the heads merged."""
     for d in grid.d_models:
         spec = grid_spec(d, "armt", grid, 1, target.dtype_bytes)
-        shape = (1, spec.num_heads, spec.tokens_per_cell(spec.segment_len), spec.head_dim)
+        n = spec.tokens_per_cell(spec.segment_len)
         for w in grid.widths_for_kernels:
-            call = partial(_attention_call, target, (w, *shape))
+            call = partial(_attention_call, target, w, n, spec.num_heads, spec.num_kv_heads, spec.head_dim)
             yield Bench(f"attention-d{d}-w{w}", "kernel", _sim_kernels(spec, "attention"), w, call)
 
 
-def _attention_call(target: Target, shape: tuple[int, ...]) -> Callable[[], object]:
-    q, k, v = (_randn(target, *shape) for _ in range(3))
-    out = torch.empty_like(q)
-    return lambda: attention_rows(q, k, v, out)
+def _attention_call(target: Target, w: int, n: int, heads: int, kv_heads: int, head_dim: int) -> Callable[[], object]:
+    matmul = RowMatmul("auto")
+    qkv = _randn(target, w, 1, n, heads + 2 * kv_heads, head_dim)
+    q = qkv[..., :heads, :].transpose(2, 3)
+    k = qkv[..., heads : heads + kv_heads, :].transpose(2, 3)
+    v = qkv[..., heads + kv_heads :, :].transpose(2, 3)
+    return lambda: merge_heads(matmul.attention(q, k, v))
 
 
 @register_suite("assoc")
@@ -231,9 +235,8 @@ def _assoc_update_call(target: Target, w: int, mem: int, phi: int, d: int) -> Ca
 
 
 def _features_call(target: Target, w: int, rows: int, key_dim: int, nu: int) -> Callable[[], object]:
-    left, right = dpfp_index(key_dim, nu, target.device)
     keys = _randn(target, w, 1, rows, key_dim)
-    return lambda: l2_normalize(dpfp(keys, left, right))
+    return lambda: l2_normalize(dpfp_features(keys, nu))  # as ARMTModel._features
 
 
 @register_suite("elementwise")

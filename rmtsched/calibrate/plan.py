@@ -8,8 +8,9 @@ A plan is data, a tuple of stages run in order, each starting from the spec the 
    which is what tells the two apart); the launch is pinned as the own launch of every projection
    (``LINEAR``, the memory write's included) and element-wise kernel.
 3. ``per-kernel``: every other benchmarked kernel gets its own efficiency (rate multiple) and launch cost,
-   and is marked per-row when a loop over the step's rows explains its times better (SDPA per row); the
-   values are copied to kernels the backend implements the same way (``mlp_norm`` as ``attn_norm``).
+   and is marked per-row when a loop over the step's rows explains its times better (a layout whose rows
+   loop, such as an SDPA probed not batch-invariant); the values are copied to kernels the backend
+   implements the same way (``mlp_norm`` as ``attn_norm``).
 4. ``steps``: whole executor steps and runs set the default launch cost of the kernels no benchmark
    isolates (rotary, residual adds, the executor's own per-step work), the cost per cell of a step (the
    executor's per-cell gather and scatter), and refine the two rates.
