@@ -19,7 +19,7 @@ from typing import Any
 from rmtsched.calibrate.device import Target, describe_host, device_memory_bytes
 from rmtsched.calibrate.fit import relative_errors
 from rmtsched.calibrate.measurement import Measurement
-from rmtsched.calibrate.microbench import FULL_GRID, QUICK_GRID, Grid, benches
+from rmtsched.calibrate.microbench import Grid, benches, default_grid
 from rmtsched.calibrate.plan import DEFAULT_PLAN, PerKernelStage, Stage, StageReport, explained, fit_plan
 from rmtsched.calibrate.run import run_benches
 from rmtsched.calibrate.timing import FULL, QUICK, TimingPolicy, clock
@@ -120,7 +120,7 @@ def calibrate(
     """
     clock(clock_name, target.device, target.threads)  # reject a clock that cannot time this target
     started = time.perf_counter()
-    grid = grid or (QUICK_GRID if quick else FULL_GRID)
+    grid = grid or default_grid(target.device.type, quick)
     policy = dataclasses.replace(policy or (QUICK if quick else FULL), clock=clock_name)
     load_before = _load()
     name = name or f"calibrated-{target.device.type}-{target.dtype_name}"

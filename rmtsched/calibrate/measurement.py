@@ -39,7 +39,8 @@ class Measurement:
     ``width``) counts the distinct weight sets the call reads, as the cost model reads weights once per
     layer. A whole schedule run on one device gives ``steps``: (width, count) pairs, each a step of that
     many cells on as many layers, ``count`` times; its prediction is the sum (``width`` is then the widest).
-    Only calls through the executor (groups in ``EXECUTOR_GROUPS``) pay the spec's per-cell overhead.
+    Only calls through the executor (groups in ``EXECUTOR_GROUPS``) pay the spec's per-cell overhead and
+    its lone-cell slowdown.
     """
 
     name: str
@@ -66,8 +67,9 @@ class Measurement:
     def predict_s(self, hardware: HardwareSpec) -> float:
         """The simulator's time for this call on ``hardware`` (a step of ``width`` identical cells, or the
         sum of ``steps``)."""
-        if self.group not in EXECUTOR_GROUPS and hardware.cell_overhead_s:
-            hardware = hardware.replace(cell_overhead_s=0.0)  # a bare kernel call has no executor around it
+        if self.group not in EXECUTOR_GROUPS and (hardware.cell_overhead_s or hardware.lone_cell_slowdown != 1.0):
+            # A bare kernel call has no executor around it, and its benchmark loop keeps the threads busy.
+            hardware = hardware.replace(cell_overhead_s=0.0, lone_cell_slowdown=1.0)
         workload = Workload(self.name, self.width, _Kernels(self.kernels), self.dtype_bytes)
         cost = CostModel(workload, hardware)
         if self.steps is None:

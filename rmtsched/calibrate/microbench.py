@@ -46,6 +46,19 @@ class Grid:
 
 FULL_GRID = Grid(d_models=(64, 128, 256, 512), widths=(1, 2, 4, 8, 16), kernel_widths=(1, 4, 16))
 QUICK_GRID = Grid(d_models=(32, 64), widths=(1, 2), stream_elements=1 << 16, run_layers=2, run_cells=4)
+# A GPU needs LLaMA-sized shapes to leave the launch-bound regime: with the CPU grid's d <= 512 and 80-token
+# cells every GEMM costs less than its launch, so the matmul rate and bandwidth cannot be told apart from it
+# (measured on an H200: the CPU grid fitted 9 PFLOP/s and 84 TB/s). Streams of 2^27 elements are far
+# larger than any GPU's L2.
+CUDA_GRID = Grid(d_models=(256, 1024, 2048), widths=(1, 2, 4, 8, 16), kernel_widths=(1, 4, 16), segment_len=1024,
+                 stream_elements=1 << 27)
+
+
+def default_grid(device_type: str, quick: bool = False) -> Grid:
+    """The grid ``rmtsched calibrate`` measures: coarse with ``quick``, LLaMA-sized on a GPU."""
+    if quick:
+        return QUICK_GRID
+    return CUDA_GRID if device_type == "cuda" else FULL_GRID
 
 
 def grid_spec(d_model: int, family: str, grid: Grid, num_layers: int, dtype_bytes: int) -> ModelSpec:
@@ -336,6 +349,7 @@ def rmt_step_suite(grid: Grid, target: Target) -> Iterator[Bench]:
 
 
 __all__ = [
+    "CUDA_GRID",
     "DEFAULT_SUITES",
     "FULL_GRID",
     "QUICK_GRID",
@@ -343,6 +357,7 @@ __all__ = [
     "Grid",
     "available_suites",
     "benches",
+    "default_grid",
     "grid_spec",
     "register_suite",
 ]

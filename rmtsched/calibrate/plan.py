@@ -13,7 +13,8 @@ A plan is data, a tuple of stages run in order, each starting from the spec the 
    implements the same way (``mlp_norm`` as ``attn_norm``).
 4. ``steps``: whole executor steps and runs set the default launch cost of the kernels no benchmark
    isolates (rotary, residual adds, the executor's own per-step work), the cost per cell of a step (the
-   executor's per-cell gather and scatter), and refine the two rates.
+   executor's per-cell gather and scatter), the slowdown of a step of one cell (threads idle between a
+   lone cell's small ops; the kernel benchmarks' hot loops never show it), and refine the two rates.
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ DEFAULT_PLAN: tuple[Stage | PerKernelStage, ...] = (
     Stage("rates", ("kernel",), (MATMUL_RATE, "matmul_half_flops", "vector_flops_per_s", "launch_overhead_s"),
           kernels=GEMMS + VECTOR, pin_launch=LINEAR + VECTOR),
     PerKernelStage("per-kernel", OWN_KERNELS, SIBLINGS),
-    Stage("steps", ("step", "run"), ("launch_overhead_s", "cell_overhead_s", MATMUL_RATE, "vector_flops_per_s"),
+    Stage("steps", ("step", "run"),
+          ("launch_overhead_s", "cell_overhead_s", MATMUL_RATE, "vector_flops_per_s", "lone_cell_slowdown"),
           prior=1e-6),
 )
 

@@ -4,6 +4,8 @@ A kernel takes ``launch + max(compute, memory)`` with the saturating efficiency 
 A step of width w runs every kernel once for all its cells: FLOPs and activation bytes add up over the
 cells, each distinct layer's weights are read once, and the launch and efficiency ramp are paid once,
 so ``step([c]) == cell(c)`` and ``step(w cells) < w * cell`` whenever launches or ramps cost anything.
+A step of a single cell may also run its kernels' work slower (``HardwareSpec.lone_cell_slowdown``): on a
+multi-core CPU one cell's small ops leave intra-op threads idle, which a step of several cells fills.
 """
 
 from __future__ import annotations
@@ -46,11 +48,15 @@ class CostModel:
         self._steps: dict[StepKey, StepProfile] = {}
 
     # -- kernels ---------------------------------------------------------------------------------
-    def kernel_time_s(self, flops: float, num_bytes: float, matmul: bool, name: str | None = None) -> float:
+    def kernel_time_s(
+        self, flops: float, num_bytes: float, matmul: bool, name: str | None = None, lone: bool = False
+    ) -> float:
         """Roofline with efficiency ramps: launch + max((F + F_half) / (eta peak), (B + B_half) / (eta BW)).
 
         A kernel ``name`` listed in the hardware's ``kernel_efficiency`` runs its compute at that multiple
         of the rate, and one in ``kernel_launch_overhead_s`` pays that launch instead of the default one.
+        ``lone``: the kernel runs in a step of one cell, whose work (not launch) takes the hardware's
+        ``lone_cell_slowdown`` times as long.
         """
         hw = self.hardware
         if matmul:
@@ -62,7 +68,8 @@ class CostModel:
             compute /= hw.kernel_efficiency.get(name, 1.0)
             launch = hw.kernel_launch_overhead_s.get(name, launch)
         memory = (num_bytes + hw.memory_half_bytes) / (hw.memory_efficiency * hw.memory_bandwidth_bytes_per_s)
-        return launch + max(compute, memory)
+        body = max(compute, memory)
+        return launch + (body * hw.lone_cell_slowdown if lone else body)
 
     def kernels(self, tokens: int) -> list[tuple[tuple[str, int], KernelWork]]:
         """The cell's kernels keyed by (name, occurrence), so cells of different lengths line up."""
@@ -79,7 +86,7 @@ class CostModel:
     def cell_time_s(self, tokens: int) -> float:
         """One cell alone: every kernel launched once for it, its layer's weights read once."""
         return self.hardware.cell_overhead_s + sum(
-            self.kernel_time_s(k.flops, k.weight_bytes + k.activation_bytes, k.matmul, k.name)
+            self.kernel_time_s(k.flops, k.weight_bytes + k.activation_bytes, k.matmul, k.name, lone=True)
             for _, k in self.kernels(tokens)
         )
 
@@ -90,6 +97,7 @@ class CostModel:
         for it there) instead costs what it costs in each cell alone, summed over the cells, and every cell
         pays the hardware's ``cell_overhead_s``."""
         distinct = len(cell_tokens) if num_layers is None else num_layers
+        lone = len(cell_tokens) == 1
         row_looped = self.hardware.per_row_kernels
         per_row_s = len(cell_tokens) * self.hardware.cell_overhead_s
         flops: dict[tuple[str, int], float] = {}
@@ -100,7 +108,7 @@ class CostModel:
             for key, kernel in self.kernels(tokens):
                 if kernel.per_row or kernel.name in row_looped:
                     per_row_s += self.kernel_time_s(
-                        kernel.flops, kernel.weight_bytes + kernel.activation_bytes, kernel.matmul, kernel.name
+                        kernel.flops, kernel.weight_bytes + kernel.activation_bytes, kernel.matmul, kernel.name, lone
                     )
                     continue
                 flops[key] = flops.get(key, 0.0) + kernel.flops
@@ -108,7 +116,7 @@ class CostModel:
                 weights[key] = max(weights.get(key, 0.0), kernel.weight_bytes)
                 matmul[key] = kernel.matmul
         return per_row_s + sum(
-            self.kernel_time_s(flops[key], activations[key] + distinct * weights[key], matmul[key], key[0])
+            self.kernel_time_s(flops[key], activations[key] + distinct * weights[key], matmul[key], key[0], lone)
             for key in flops
         )
 

@@ -97,6 +97,13 @@ def test_plan_recovers_a_spec_without_per_kernel_corrections() -> None:
     assert hardware.per_row_kernels == ()
 
 
+def test_plan_recovers_the_slowdown_of_one_cell_steps() -> None:
+    truth = TRUTH.replace(lone_cell_slowdown=1.4)
+    hardware, stages = fit_plan(synthetic(truth), perturbed(TRUTH, 1.5), DEFAULT_PLAN)
+    assert hardware.lone_cell_slowdown == pytest.approx(1.4, rel=1e-2)
+    assert stages[-1].median_abs_rel_error < 1e-3
+
+
 def test_plan_finds_a_slow_per_row_attention() -> None:
     truth = TRUTH.replace(kernel_efficiency={"attention": 0.125}, kernel_launch_overhead_s={"attention": 6e-5},
                           per_row_kernels=("attention",))

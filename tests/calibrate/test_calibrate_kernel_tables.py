@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from rmtsched.calibrate.measurement import Measurement
 from rmtsched.errors import SpecError
 from rmtsched.sim.cost import CostModel
 from rmtsched.sim.workload import Workload
@@ -47,6 +48,22 @@ def test_every_cell_of_a_step_pays_the_cell_overhead(width: int) -> None:
     assert busy.step_time_s([64]) == pytest.approx(busy.cell_time_s(64))
 
 
+def test_lone_cell_slowdown_scales_the_work_of_one_cell_steps_only() -> None:
+    plain, lone = cost(BASE), cost(BASE.replace(lone_cell_slowdown=1.5))
+    launches = len(KERNELS) * BASE.launch_overhead_s
+    assert lone.step_time_s([64]) - launches == pytest.approx(1.5 * (plain.step_time_s([64]) - launches))
+    assert lone.step_time_s([64]) == pytest.approx(lone.cell_time_s(64))
+    assert lone.step_time_s([64] * 2) == pytest.approx(plain.step_time_s([64] * 2))
+
+
+def test_lone_cell_slowdown_applies_to_executor_measurements_only() -> None:
+    hardware = BASE.replace(lone_cell_slowdown=2.0)
+    kernel = Measurement("gemm", "kernel", KERNELS[:1], 1, 1.0)
+    step = Measurement("step", "step", KERNELS, 1, 1.0)
+    assert kernel.predict_s(hardware) == pytest.approx(kernel.predict_s(BASE))
+    assert step.predict_s(hardware) > 1.9 * step.predict_s(BASE) - len(KERNELS) * BASE.launch_overhead_s
+
+
 def test_tables_round_trip_through_json(tmp_path) -> None:
     hardware = BASE.replace(kernel_efficiency={"attention": 0.1}, kernel_launch_overhead_s={"norm": 2e-5},
                             per_row_kernels=["attention"])
@@ -65,6 +82,7 @@ def test_tables_round_trip_through_json(tmp_path) -> None:
         ({"kernel_launch_overhead_s": {"norm": -1.0}}, "kernel_launch_overhead_s"),
         ({"per_row_kernels": "attention"}, "per_row_kernels"),
         ({"cell_overhead_s": -1e-6}, "cell_overhead_s"),
+        ({"lone_cell_slowdown": 0.0}, "lone_cell_slowdown must be a number > 0, got 0.0"),
     ],
 )
 def test_bad_tables_are_refused(changes: dict, message: str) -> None:

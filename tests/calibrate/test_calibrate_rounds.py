@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rmtsched.calibrate.device import resolve_target
-from rmtsched.calibrate.microbench import Bench
+from rmtsched.calibrate.microbench import CUDA_GRID, FULL_GRID, QUICK_GRID, Bench, default_grid
 from rmtsched.calibrate.run import run_benches
 from rmtsched.calibrate.timing import FULL, TimingPolicy
 from rmtsched.specs.cost import KernelWork
@@ -40,3 +40,11 @@ def test_benches_are_set_up_once_and_take_turns_across_rounds() -> None:
     assert events == ["setup a", "a", "setup b", "b", "a", "b"]
     assert [m.name for m in measurements] == ["a", "b"]
     assert all(m.measured_s > 0 for m in measurements)
+
+
+def test_a_gpu_is_calibrated_on_llama_sized_shapes() -> None:
+    """The CPU grid's kernels are shorter than a GPU launch, which leaves a GPU's rates unidentified."""
+    assert default_grid("cpu") is FULL_GRID and default_grid("cuda") is CUDA_GRID
+    assert default_grid("cuda", quick=True) is QUICK_GRID
+    assert max(CUDA_GRID.d_models) >= 2048 and CUDA_GRID.segment_len >= 1024
+    assert CUDA_GRID.stream_elements * 2 > 100e6  # bf16 streams far beyond a GPU's L2 (50-60 MB)
