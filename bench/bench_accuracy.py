@@ -5,7 +5,9 @@ Runs ``rmtsched calibrate`` once (or loads ``--hardware``), then ``rmtsched comp
 model, and prints predicted vs measured time per schedule, the median |relative error| per model and overall,
 and the predicted vs measured diagonal/sequential speedup, against the issue-6 targets (median |error| <= 15%,
 speedup within 10%). The machine's load average is printed with every phase: timings taken while other
-work runs are inflated, and a calibration and a comparison under different load disagree.
+work runs are inflated, and a calibration and a comparison under different load disagree. Each comparison
+also says how far apart the measured times of schedules that run exactly the same steps were (diagonal
+and greedy usually do): that spread is the machine's noise, a floor under any prediction error.
 
     .venv/bin/python bench/bench_accuracy.py [--threads N] [--repeat R] [--hardware hw.json] [--out hw.json]
                                              [--wait-quiet SECONDS]
@@ -131,6 +133,25 @@ class SpeedReference:
         return f"machine {self.seconds() / self.baseline:.2f}x the calibration-time reference"
 
 
+def identical_work_spread(result: Comparison) -> float:
+    """Largest |t_a / t_b - 1| between schedules of this comparison that run exactly the same steps.
+
+    Diagonal and greedy (and sequential and one-device pipelined) often do: what their measured times
+    differ by is the machine's noise, a floor under any prediction error.
+    """
+    steps = {
+        row.schedule: [frozenset(step.cells) for step in make_schedule(result.graph, row.schedule,
+                                                                      num_devices=1).steps]
+        for row in result.rows
+    }
+    spread = 0.0
+    for a in result.rows:
+        for b in result.rows:
+            if a.schedule < b.schedule and steps[a.schedule] == steps[b.schedule]:
+                spread = max(spread, abs(a.measured_s / b.measured_s - 1))
+    return spread
+
+
 def diagonal_speedups(result: Comparison) -> tuple[float, float]:
     predicted, measured = result.speedups(result.row("diagonal"))
     return predicted, measured
@@ -172,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         drift = f"; {reference.drift()}" if reference else ""
         others = OthersMeter()
         result = compare(spec, hardware, tokens, target, repeat=args.repeat, progress=False)
-        when = f"{waited}; others used {others.cpus():.2f} CPUs; {load()}{drift}"
+        when = (f"{waited}; others used {others.cpus():.2f} CPUs; {load()}{drift}; schedules doing identical "
+                f"steps measured up to {100 * identical_work_spread(result):.0f}% apart")
         for row in result.rows:
             predicted, measured = result.speedups(row)
             print(f"| {spec.name} ({label}, {tokens:,} tokens) | {row.schedule} | {row.predicted_s:.3f} s | "

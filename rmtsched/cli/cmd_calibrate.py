@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "calibrate", help="microbenchmark the backend's kernels and fit a hardware spec (JSON for --hardware)"
     )
-    parser.add_argument("--device", default="cpu", help=f"one of {list(DEVICES)}")
+    parser.add_argument("--device", default="cpu",
+                        help=f"one of {list(DEVICES)} (cuda measures LLaMA-sized shapes: d_model up to 2048)")
     parser.add_argument("--dtype", default=None, help=f"one of {sorted(DTYPES)} (default: fp32 on cpu, bf16 on cuda)")
     parser.add_argument("--out", type=Path, default=None, help="write the spec here (default: print it)")
     parser.add_argument("--quick", action="store_true", help="a coarse calibration in a few seconds (tests)")
