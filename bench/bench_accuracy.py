@@ -19,6 +19,7 @@ busy, from /proc/stat) for three seconds in a row, and the busy fraction seen du
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -144,12 +145,8 @@ def identical_work_spread(result: Comparison) -> float:
                                                                       num_devices=1).steps]
         for row in result.rows
     }
-    spread = 0.0
-    for a in result.rows:
-        for b in result.rows:
-            if a.schedule < b.schedule and steps[a.schedule] == steps[b.schedule]:
-                spread = max(spread, abs(a.measured_s / b.measured_s - 1))
-    return spread
+    return max((abs(a.measured_s / b.measured_s - 1) for a, b in itertools.combinations(result.rows, 2)
+                if steps[a.schedule] == steps[b.schedule]), default=0.0)
 
 
 def diagonal_speedups(result: Comparison) -> tuple[float, float]:

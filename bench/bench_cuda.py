@@ -2,7 +2,7 @@
 
 For each model, runs the sequential and the diagonal schedule in both row-GEMM modes ("auto": batched only
 where a probe proved the batched call bit-identical to per-row calls; "batched": always one grouped call),
-timing each with ``torch.cuda.synchronize`` around it (repeats interleaved, medians). Prints the measured
+each run ending in ``torch.cuda.synchronize`` (repeats interleaved, medians, as bench_backend.py). Prints the measured
 speedup, the largest output difference against the sequential run of the same mode, how RowMatmul's
 probes decided (batched or per-row call layouts), and the speedup the simulator predicts on a preset.
 
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 
 import torch
+from bench_backend import interleaved_medians  # the schedules take turns; medians
 
 from rmtsched.backends.torch import build_model, execute, rowmm
 from rmtsched.backends.torch.models import parse_dtype
@@ -35,24 +35,16 @@ from rmtsched.specs.model import load_model_spec
 SCHEDULES = ("sequential", "diagonal")
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
+def schedule_runs(
+    model: object, inputs: torch.Tensor, plans: dict[str, Schedule], device: torch.device
+) -> dict[str, Callable[[], object]]:
+    """One callable per schedule that returns only when the device has finished the run (CUDA is async)."""
 
+    def run(schedule: Schedule) -> None:
+        execute(model, inputs, schedule, validate=False, collect_outputs=False)
+        synchronize(device)
 
-def interleaved_medians(
-    model: object, inputs: torch.Tensor, plans: dict[str, Schedule], repeats: int, device: torch.device
-) -> dict[str, float]:
-    """Median time of each schedule, the schedules taking turns ``repeats`` times."""
-    times: dict[str, list[float]] = {name: [] for name in plans}
-    for _ in range(repeats):
-        for name, schedule in plans.items():
-            times[name].append(timed(lambda s=schedule: execute(model, inputs, s, validate=False,
-                                                                collect_outputs=False), device))
-    return {name: statistics.median(values) for name, values in times.items()}
+    return {name: partial(run, schedule) for name, schedule in plans.items()}
 
 
 def bench_model(
@@ -60,7 +52,7 @@ def bench_model(
 ) -> dict[str, object]:
     spec = load_model_spec(name)
     dtype = parse_dtype(dtype_name)
-    spec = spec.replace(dtype_bytes=torch.tensor([], dtype=dtype).element_size())
+    spec = spec.replace(dtype_bytes=dtype.itemsize)
     graph = graph_for_tokens(spec, seq_len)
     plans = {s: make_schedule(graph, s) for s in SCHEDULES}
     cost = CostModel(workload_from_spec(spec), load_hardware_spec(hardware))
@@ -76,7 +68,8 @@ def bench_model(
         diff = max((a.float() - b.float()).abs().max().item()
                    for a, b in zip(outputs["sequential"], outputs["diagonal"], strict=True))
         bitwise = all(torch.equal(a, b) for a, b in zip(outputs["sequential"], outputs["diagonal"], strict=True))
-        medians = interleaved_medians(model, inputs, plans, repeats, device)
+        synchronize(device)
+        medians = interleaved_medians(schedule_runs(model, inputs, plans, device), repeats)
         record[gemm] = {"measured_s": medians, "speedup": medians["sequential"] / medians["diagonal"],
                         "max_abs_diff": diff, "bit_identical": bitwise,
                         "plans": dict(Counter(rowmm._plans.values()))}

@@ -45,7 +45,7 @@ class HardwareSpec:
     ``lone_cell_slowdown`` multiplies the work (not the launches) of every kernel of a step that holds
     ONE cell: on a multi-core CPU a lone cell's small ops cannot keep the intra-op threads busy, and the
     threads idle (and must be woken) between them, while a step of several cells parallelises across its
-    cells. Measured here through the executor: at d_model 512 on 2 threads a one-cell step cost 1.4-1.5x
+    cells. Measured here through the executor: at d_model 512 on 2 threads a one-cell step cost 1.38-1.5x
     the per-cell time of a two-cell step, though isolated GEMMs in a hot loop showed no such gap; 1 (the
     presets) means no such effect. ``rmtsched calibrate`` fits it on whole steps and runs.
     """
@@ -84,10 +84,7 @@ class HardwareSpec:
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0 or math.isnan(value):
                 raise SpecError(f"hardware {self.name!r}: {name} must be a number >= 0, got {value!r}")
-        if not isinstance(self.lone_cell_slowdown, int | float) or not self.lone_cell_slowdown > 0:
-            raise SpecError(
-                f"hardware {self.name!r}: lone_cell_slowdown must be a number > 0, got {self.lone_cell_slowdown!r}"
-            )
+        _require_positive(self.name, "lone_cell_slowdown", self.lone_cell_slowdown)
         for name in ("matmul_efficiency", "vector_efficiency", "memory_efficiency"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0 < value <= 1:
