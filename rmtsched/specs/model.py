@@ -16,6 +16,9 @@ from rmtsched.errors import SpecError
 from rmtsched.specs.presets import Presets
 
 FAMILY_RULES = {"armt": "layer_local", "rmt": "global_memory"}
+# ARMT's two published maths variants (design notes section 3): "paper" (the ARMT paper, the reference's
+# main branch and the trained checkpoints) and "normalized" (the reference's later experimental branch).
+ARMT_VARIANTS = ("paper", "normalized")
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,9 @@ class ModelSpec:
     from the last layer of segment s-1 into layer 0 of segment s, read at the front of the segment and
     written at its end (T + 2M tokens per cell, global-memory DAG). ``mem_key_dim`` is ARMT's d_mem:
     keys are projected to it and DPFP-nu lifts them to ``phi_dim = 2 * nu * mem_key_dim``.
+    ``armt_variant`` picks ARMT's memory maths: ``paper`` (phi as DPFP gives it, eps 1e-5 in gamma's
+    denominator; what published checkpoints expect) or ``normalized`` (phi L2-normalised, no eps).
+    ``tie_word_embeddings`` makes the LM head the embedding table (no separate ``lm_head`` weight).
     """
 
     name: str
@@ -44,10 +50,20 @@ class ModelSpec:
     dtype_bytes: int = 2
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-5
+    armt_variant: str = "paper"
+    tie_word_embeddings: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in FAMILY_RULES:
             raise SpecError(f"model {self.name!r}: family {self.family!r} is not one of {sorted(FAMILY_RULES)}")
+        if self.armt_variant not in ARMT_VARIANTS:
+            raise SpecError(
+                f"model {self.name!r}: armt_variant {self.armt_variant!r} is not one of {list(ARMT_VARIANTS)}"
+            )
+        if not isinstance(self.tie_word_embeddings, bool):
+            raise SpecError(
+                f"model {self.name!r}: tie_word_embeddings must be true or false, got {self.tie_word_embeddings!r}"
+            )
         positive = ("num_layers", "d_model", "num_heads", "num_kv_heads", "mlp_dim", "vocab_size", "segment_len")
         for field_name in (*positive, "mem_key_dim", "dpfp_nu", "dtype_bytes"):
             value = getattr(self, field_name)

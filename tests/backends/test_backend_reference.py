@@ -61,6 +61,12 @@ def _dpfp_reference(x, nu):
     return x_repeat * x_rolled
 
 
+def _phi(spec: ModelSpec, keys: torch.Tensor) -> torch.Tensor:
+    """DPFP of the keys; the "normalized" variant L2-normalises it (design notes section 3)."""
+    phi = _dpfp_reference(keys, spec.dpfp_nu)
+    return F.normalize(phi, dim=-1) if spec.armt_variant == "normalized" else phi
+
+
 def naive_armt(spec: ModelSpec, p: dict, inputs: torch.Tensor):
     """Returns (segment outputs, A per layer, z per layer)."""
     batch, d, m, mem = inputs.shape[0], spec.d_model, spec.mem_key_dim, spec.mem_tokens
@@ -77,7 +83,7 @@ def naive_armt(spec: ModelSpec, p: dict, inputs: torch.Tensor):
         x = torch.cat([tokens, p["memory"].expand(batch, -1, -1)], dim=1)
         for layer in range(spec.num_layers):
             if not first[layer]:
-                mq = F.normalize(_dpfp_reference(F.linear(x, p["mem_wq"][layer]), spec.dpfp_nu), dim=-1)
+                mq = _phi(spec, F.linear(x, p["mem_wq"][layer]))
                 num = torch.einsum("bjk,bkt->bjt", mq, big_a[layer])
                 denom = torch.einsum("bk,bjk->bj", z[layer], mq)[..., None] + 1e-5
                 x = x + num / denom
@@ -85,14 +91,15 @@ def naive_armt(spec: ModelSpec, p: dict, inputs: torch.Tensor):
             if mem == 0:
                 continue
             mem_out = x[:, -mem:]
-            mk = F.normalize(_dpfp_reference(F.linear(mem_out, w_mk[layer]), spec.dpfp_nu), dim=-1)
+            mk = _phi(spec, F.linear(mem_out, w_mk[layer]))
             new_mv = F.linear(mem_out, w_mv[layer])
             if first[layer]:
                 prev_mv, coef = torch.zeros_like(new_mv), 1.0
             else:
                 denom = torch.einsum("bk,bjk->bj", z[layer], mk)[..., None] + 1e-5
                 prev_mv = torch.einsum("bjk,bkt->bjt", mk, big_a[layer]) / denom
-                coef = torch.clip(1 - denom / (torch.linalg.norm(mk, dim=-1) ** 2)[..., None], 0, 1)
+                gamma_eps = 1e-5 if spec.armt_variant == "paper" else 0.0
+                coef = torch.clip(1 - denom / (torch.linalg.norm(mk, dim=-1) ** 2 + gamma_eps)[..., None], 0, 1)
             beta = torch.sigmoid(F.linear(mem_out, w_mb[layer], p["mem_b_bias"][layer : layer + 1]))
             big_a[layer] = big_a[layer] + torch.einsum("bjk,bjt,bjx->bkt", mk, new_mv - prev_mv, beta)
             z[layer] = z[layer] + (coef * mk).sum(dim=1)
@@ -122,6 +129,9 @@ SPECS = {
                           mlp_dim=24, vocab_size=50, segment_len=5, mem_tokens=4, mem_key_dim=4),
     "armt-m0": ModelSpec(name="r", family="armt", num_layers=2, d_model=16, num_heads=1, num_kv_heads=1,
                          mlp_dim=24, vocab_size=50, segment_len=6, mem_tokens=0, mem_key_dim=3),
+    "armt-gqa-normalized": ModelSpec(name="r", family="armt", num_layers=3, d_model=24, num_heads=4,
+                                     num_kv_heads=2, mlp_dim=40, vocab_size=50, segment_len=7, mem_tokens=3,
+                                     mem_key_dim=5, armt_variant="normalized"),
     "rmt": ModelSpec(name="r", family="rmt", num_layers=3, d_model=24, num_heads=4, num_kv_heads=2,
                      mlp_dim=40, vocab_size=50, segment_len=7, mem_tokens=3),
 }
@@ -148,11 +158,15 @@ def test_sequential_run_equals_naive_reference(name: str) -> None:
         assert (got - want).abs().max() < TOLERANCE
 
 
-def test_memory_state_is_nontrivial_in_reference_comparison() -> None:
-    """Guard against a vacuous comparison: the memory the reference checks is actually written and read."""
-    spec = SPECS["armt-gqa"]
+@pytest.mark.parametrize(("name", "z_floor"), [("armt-gqa", 1e-2), ("armt-gqa-normalized", 0.5)])
+def test_memory_state_is_nontrivial_in_reference_comparison(name: str, z_floor: float) -> None:
+    """Guard against a vacuous comparison: the memory the reference checks is actually written and read.
+
+    Un-normalised ("paper") features are products of two small keys, so z is smaller than with unit phi.
+    """
+    spec = SPECS[name]
     model = build_model(spec, seed=3, dtype=torch.float64)
     inputs = random_inputs(spec, 1, 3 * spec.segment_len, seed=5)
     _, big_a, z = naive_armt(spec, model.params, inputs)
     assert all(a.abs().max() > 1e-3 for a in big_a)
-    assert all(zz.min() >= 0 and zz.max() > 0.5 for zz in z)
+    assert all(zz.min() >= 0 and zz.max() > z_floor for zz in z)

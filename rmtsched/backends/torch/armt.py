@@ -6,20 +6,20 @@ recurrent-memory-transformer, one memory head, ``use_denom=True``, ``correction=
 * Cell input: the segment's T token embeddings followed by the M learned memory embeddings
   (``params["memory"]``, the same every segment); rotary positions restart at 0 each segment;
   attention is causal over all T + M tokens.
-* Read, before the layer, for every token h (memory tokens too): ``phi_q = normalize(DPFP_3(W_mq h))``,
+* Read, before the layer, for every token h (memory tokens too): ``phi_q = phi(W_mq h)``,
   ``h <- h + A^T phi_q / (z . phi_q + 1e-5)``.
-* Write, after the layer, from its M memory-token outputs m: ``phi_k = normalize(DPFP_3(W_mk m))``,
+* Write, after the layer, from its M memory-token outputs m: ``phi_k = phi(W_mk m)``,
   ``v = W_mv m``, ``beta = sigmoid(W_mb m + b)``, ``den = z . phi_k + 1e-5``, ``v_prev = A^T phi_k / den``,
-  ``gamma = clip(1 - den / ||phi_k||^2, 0, 1)``; then ``A += sum_j beta_j phi_kj (v_j - v_prev_j)^T`` and
-  ``z += sum_j gamma_j phi_kj``. DPFP-nu: ``x = [relu(k), relu(-k)]``, ``phi = cat([x]*nu) *
+  ``gamma = clip(1 - den / (||phi_k||^2 + eps'), 0, 1)``; then ``A += sum_j beta_j phi_kj (v_j - v_prev_j)^T``
+  and ``z += sum_j gamma_j phi_kj``. DPFP-nu: ``x = [relu(k), relu(-k)]``, ``phi = cat([x]*nu) *
   cat([roll(x, j) for j = 1..nu])``, so d_phi = 2 nu d_mem. A and z start at zero.
 
-Where this differs from the design notes' summary (we follow the code, which trained checkpoints
-expect): phi is L2-normalised (eps 1e-12, as ``F.normalize``); gamma uses the eps-shifted denominator
-and is clipped to [0, 1]; in a layer's first segment the code skips the read (ours adds an exact 0,
-since A = 0 gives 0 / 1e-5) and writes with gamma = 1 and v_prev = 0 (ours: v_prev = 0 exactly, gamma
-forced to 1 by the per-layer ``written`` flag). One deliberate deviation: with M = 0 the reference
-slices ``out[:, -0:]`` and so writes from ALL tokens; we write nothing (M = 0 means no memory).
+The two published variants (``spec.armt_variant``, design notes section 3): ``paper`` uses phi as DPFP
+gives it and eps' = 1e-5; ``normalized`` L2-normalises phi (``x / max(||x||, 1e-12)``, as ``F.normalize``)
+and uses eps' = 0. In a layer's first segment the reference skips the read (ours adds an exact 0, since
+A = 0 gives 0 / 1e-5) and writes with gamma = 1 and v_prev = 0 (ours: v_prev = 0 exactly, gamma forced
+to 1 by the per-layer ``written`` flag). One deliberate deviation: with M = 0 the reference slices
+``out[:, -0:]`` and so writes from ALL tokens; we write nothing (M = 0 means no memory).
 
 State (dim 0 = layer): ``assoc`` ``[L, B, d_phi, d + 1]`` holds A in columns 0..d-1 and z in column d,
 so one GEMM gives a read's numerator and denominator and one GEMM updates both; ``written``
@@ -36,6 +36,8 @@ from rmtsched.backends.torch.kernels import dpfp_features, l2_normalize, sigmoid
 from rmtsched.backends.torch.layers import llama_layers
 
 READ_EPS = 1e-5
+# eps' in gamma's denominator, per variant.
+GAMMA_EPS = {"paper": 1e-5, "normalized": 0.0}
 
 
 class ARMTModel(StackedModel):
@@ -75,7 +77,8 @@ class ARMTModel(StackedModel):
 
     # -- associative memory ---------------------------------------------------------------------------
     def _features(self, keys: torch.Tensor) -> torch.Tensor:
-        return l2_normalize(dpfp_features(keys, self.spec.dpfp_nu))
+        phi = dpfp_features(keys, self.spec.dpfp_nu)
+        return l2_normalize(phi) if self.spec.armt_variant == "normalized" else phi
 
     def _read(self, hidden: torch.Tensor, rows: slice, assoc: torch.Tensor) -> torch.Tensor:
         w, batch, n, d = hidden.shape
@@ -94,7 +97,9 @@ class ARMTModel(StackedModel):
         num_den = self.matmul.batched(phi, assoc)
         den = num_den[..., d:] + READ_EPS
         v_prev = num_den[..., :d] / den
-        norm_sq = torch.linalg.vector_norm(phi, dim=-1, keepdim=True).square_()
+        norm_sq = torch.linalg.vector_norm(phi, dim=-1, keepdim=True).square_().add_(
+            GAMMA_EPS[self.spec.armt_variant]
+        )
         gamma = (1.0 - den / norm_sq).clamp_(0.0, 1.0)
         gamma = torch.where(written.view(w, 1, 1, 1), gamma, 1.0)
         update = torch.cat((beta * (value - v_prev), gamma), dim=-1)

@@ -90,6 +90,19 @@ class StackedModel:
     def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
         return rms_norm(hidden, self.params["final_norm"], self.spec.rms_norm_eps)
 
+    @property
+    def lm_head_weight(self) -> torch.Tensor:
+        """``[V, d]``: ``lm_head``, or the embedding table when the spec ties them."""
+        return self.params["embed"] if self.spec.tie_word_embeddings else self.params["lm_head"]
+
+    def logits(self, output: torch.Tensor) -> torch.Tensor:
+        """Segment outputs ``[B, n, d]`` (final-normed, as ``segment_output`` gives) -> logits ``[B, n, V]``.
+
+        Computed outside the step loop on whole segment outputs, one call per segment whatever the
+        schedule, so logits are as schedule-independent as the outputs they come from.
+        """
+        return torch.nn.functional.linear(output, self.lm_head_weight)
+
     def memory_tokens(self, batch_size: int) -> torch.Tensor:
         """The learned memory embeddings ``[B, M, d]`` (a broadcast view, no copy)."""
         return self.params["memory"].expand(batch_size, -1, -1)

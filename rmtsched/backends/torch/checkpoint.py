@@ -30,7 +30,8 @@ FORMAT_VERSION = 1
 # Spec fields that fix the weights or the maths; the others (name, segment_len, dtype_bytes) are run
 # choices the caller may change when loading.
 WEIGHT_FIELDS = ("family", "num_layers", "d_model", "num_heads", "num_kv_heads", "mlp_dim", "vocab_size",
-                 "mem_tokens", "mem_key_dim", "dpfp_nu", "rope_theta", "rms_norm_eps")
+                 "mem_tokens", "mem_key_dim", "dpfp_nu", "rope_theta", "rms_norm_eps", "armt_variant",
+                 "tie_word_embeddings")
 
 
 def save_checkpoint(model: StackedModel, directory: Path | str) -> Path:

@@ -174,7 +174,7 @@ def seeded_params(spec: ModelSpec, names: list[str], seed: int, dtype: torch.dty
     Each tensor's draw depends only on (seed, name, layer) and its own shape, so a copy of ``spec`` with a
     1-token vocabulary and 1-wide MLP draws the same memory weights at a fraction of the cost.
     """
-    small = spec.replace(vocab_size=1, mlp_dim=1)
+    small = spec.replace(mlp_dim=1) if "lm_head" in names else spec.replace(vocab_size=1, mlp_dim=1)
     drawn = init_params(small, seed=seed, dtype=dtype)
     return {name: drawn[name] for name in names}
 

@@ -12,6 +12,7 @@ name                  shape                        Hugging Face LLaMA source (pe
 embed                 [V, d]                       model.embed_tokens.weight
 final_norm            [d]                          model.norm.weight
 memory                [M, d]                       (none) learned memory-token embeddings
+lm_head               [V, d]                       lm_head.weight (absent when tie_word_embeddings)
 attn_norm             [L, d]                       layers.l.input_layernorm.weight
 wqkv                  [L, (H + 2K) hd, d]          cat(q_proj, k_proj, v_proj).weight, dim 0
 wo                    [L, d, H hd]                 layers.l.self_attn.o_proj.weight
@@ -41,7 +42,7 @@ from rmtsched.specs.model import ModelSpec
 # Names of the per-layer (stacked) tensors, by family.
 LLAMA_LAYER_PARAMS = ("attn_norm", "wqkv", "wo", "mlp_norm", "w_gate_up", "w_down")
 ARMT_LAYER_PARAMS = ("mem_wq", "mem_wkvb", "mem_b_bias")
-GLOBAL_PARAMS = ("embed", "final_norm", "memory")
+GLOBAL_PARAMS = ("embed", "final_norm", "memory", "lm_head")
 
 
 def layer_param_names(spec: ModelSpec) -> tuple[str, ...]:
@@ -62,6 +63,8 @@ def param_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
         "w_gate_up": (big_l, 2 * spec.mlp_dim, d),
         "w_down": (big_l, d, spec.mlp_dim),
     }
+    if not spec.tie_word_embeddings:
+        shapes["lm_head"] = (spec.vocab_size, d)
     if spec.family == "armt":
         shapes["mem_wq"] = (big_l, spec.mem_key_dim, d)
         shapes["mem_wkvb"] = (big_l, spec.mem_key_dim + d + 1, d)
