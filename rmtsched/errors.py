@@ -1,7 +1,8 @@
 """Exception types shared by every layer of rmtsched.
 
 Every error a user can trigger with bad input derives from ``RmtschedError`` so the CLI can turn it into
-one line on stderr; the message always names the bad value and what was expected.
+one line on stderr (exit status 2); the message always names the bad value and what was expected. A run
+that fails for another reason (a rank died, out of memory, an I/O error) raises ``RunFailure`` (exit 3).
 """
 
 
@@ -23,3 +24,7 @@ class SpecError(RmtschedError, ValueError):
 
 class CheckpointError(RmtschedError, ValueError):
     """A checkpoint is missing keys, has mis-shaped tensors, or cannot be read."""
+
+
+class RunFailure(Exception):
+    """The input was fine but the run itself failed: a rank died or stalled, memory ran out, I/O broke."""

@@ -75,6 +75,14 @@ class ARMTModel(StackedModel):
             self._write(hidden[:, :, hidden.shape[2] - self.spec.mem_tokens :], rows, assoc, state["written"][rows])
         return hidden
 
+    def read_memory(self, hidden: torch.Tensor, layers: range, state: LayerState) -> torch.Tensor:
+        """The associative read's addition for ``hidden`` ``[w, B, n, d]`` before ``layers`` (no write).
+
+        Generation decodes with the memory read on and no writes, outside ``forward_layers``.
+        """
+        rows = self._rows(layers)
+        return self._read(hidden, rows, state["assoc"][rows])
+
     # -- associative memory ---------------------------------------------------------------------------
     def _features(self, keys: torch.Tensor) -> torch.Tensor:
         phi = dpfp_features(keys, self.spec.dpfp_nu)
