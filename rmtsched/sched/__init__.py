@@ -19,7 +19,8 @@ from rmtsched.sched.dag import (
     warmup_graph,
 )
 from rmtsched.sched.registry import available_schedulers, get_scheduler, make_schedule, register_scheduler
-from rmtsched.sched.schedule import Schedule, SchedulerOptions, Step, Transfer, render_grid
+from rmtsched.sched.render import render_grid
+from rmtsched.sched.schedule import Schedule, SchedulerOptions, Step, Transfer
 from rmtsched.sched.validate import validate
 
 __all__ = [

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rmtsched.errors import ScheduleError
-from rmtsched.sched.dag import Cell, CellGraph
+from rmtsched.sched.dag import Cell
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,35 +174,3 @@ def _parse_transfer(raw: Any, where: str) -> Transfer:
         _parse_int(raw["src"], f"{where}.src"),
         _parse_int(raw["dst"], f"{where}.dst"),
     )
-
-
-def render_grid(schedule: Schedule, graph: CellGraph, max_segments: int = 48) -> str:
-    """The schedule as an L x S grid of step numbers (layer rows top to bottom), so the wavefront shows.
-
-    Grids wider than ``max_segments`` show the first segments only. Cells not in the schedule show '.'.
-    """
-    step_of: dict[Cell, int] = {}
-    device_of: dict[Cell, int] = {}
-    for index, step in enumerate(schedule.steps):
-        for cell in step.cells:
-            step_of[cell] = index
-            device_of[cell] = step.device
-    shown = min(graph.num_segments, max_segments)
-    width = max(len(str(schedule.num_steps)), len(str(shown - 1)))
-    multi_device = schedule.num_devices > 1
-    header = "layer\\seg " + " ".join(f"{s:>{width}}" for s in range(shown))
-    lines = [header]
-    for layer in range(graph.num_layers - 1, -1, -1):
-        row = [
-            f"{step_of[Cell(layer, s)]:>{width}}" if Cell(layer, s) in step_of else f"{'.':>{width}}"
-            for s in range(shown)
-        ]
-        suffix = f"  (device {device_of.get(Cell(layer, 0), 0)})" if multi_device else ""
-        lines.append(f"{layer:>9} " + " ".join(row) + suffix)
-    if shown < graph.num_segments:
-        lines.append(f"... {graph.num_segments - shown} more segments not shown")
-    lines.append(
-        f"{schedule.scheduler}: {schedule.num_steps} steps, {schedule.num_cells} cells, "
-        f"max width {schedule.max_width}, {schedule.num_devices} device(s)"
-    )
-    return "\n".join(lines)

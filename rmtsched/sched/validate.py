@@ -2,7 +2,9 @@
 
 A schedule is valid when every cell of the graph runs exactly once, every edge u -> v has u in an
 earlier step than v, and every edge that crosses devices has a transfer. Errors name the first
-offending cell so a person can find it in a hand-written schedule.
+offending cell so a person can find it in a hand-written schedule: the message is one line (what the
+CLI prints), and a note attached to the exception (``add_note``, shown under the message in a traceback
+and in ``exc.__notes__``) draws the schedule's grid with the cells the message names marked ``[n]``.
 
 Two passes share that definition. A vectorised pass over flat cell indices and ``CellGraph.edge_index``
 accepts a valid schedule without one Python object per edge (1M cells in well under a second); it can
@@ -19,26 +21,37 @@ import numpy as np
 from rmtsched.errors import ScheduleError
 from rmtsched.sched._gc import gc_paused
 from rmtsched.sched.dag import Cell, CellGraph
+from rmtsched.sched.render import render_grid
 from rmtsched.sched.schedule import Schedule
 
+GRID_NOTE_LIMIT = 16  # the grid note shows at most this many layers and segments around the first mark
 
-class MissingCellError(ScheduleError):
+
+class InvalidScheduleError(ScheduleError):
+    """The schedule breaks the validity rule; ``cells`` are the cells the message names."""
+
+    def __init__(self, message: str, *cells: Cell) -> None:
+        super().__init__(message)
+        self.cells = cells
+
+
+class MissingCellError(InvalidScheduleError):
     """A cell of the graph never runs."""
 
 
-class DuplicateCellError(ScheduleError):
+class DuplicateCellError(InvalidScheduleError):
     """A cell runs in more than one step (or twice in one step)."""
 
 
-class UnknownCellError(ScheduleError):
+class UnknownCellError(InvalidScheduleError):
     """A step names a cell that is not in the graph."""
 
 
-class DependencyError(ScheduleError):
+class DependencyError(InvalidScheduleError):
     """A cell runs in the same step as, or before, one of its predecessors."""
 
 
-class MissingTransferError(ScheduleError):
+class MissingTransferError(InvalidScheduleError):
     """An edge crosses devices but no transfer carries the producer's output."""
 
 
@@ -52,14 +65,28 @@ def validate(schedule: Schedule, graph: CellGraph) -> None:
 def validate_per_cell(schedule: Schedule, graph: CellGraph) -> None:
     """The definition of validity, cell by cell in step order; ``validate`` agrees with it exactly."""
     with gc_paused():
-        placement = _place_cells(schedule, graph)
-        _check_complete(placement, graph)
-        for transfer in schedule.transfers:
-            _check_transfer(transfer.cell, transfer.src_device, transfer.dst_device, placement, schedule.num_devices)
-        transfers = {(t.cell, t.src_device, t.dst_device) for t in schedule.transfers}
-        for index, step in enumerate(schedule.steps):
-            for cell in step.cells:
-                _check_predecessors(cell, index, step.device, graph, placement, transfers)
+        try:
+            _check_in_step_order(schedule, graph)
+        except InvalidScheduleError as error:
+            error.add_note(grid_note(schedule, graph, error.cells))
+            raise
+
+
+def grid_note(schedule: Schedule, graph: CellGraph, cells: tuple[Cell, ...]) -> str:
+    """The grid of ``schedule`` with ``cells`` marked, headed by how to read it."""
+    grid = render_grid(schedule, graph, GRID_NOTE_LIMIT, max_layers=GRID_NOTE_LIMIT, marked=cells)
+    return f"the schedule (each cell shows its step; [n] marks the cells named above):\n{grid}"
+
+
+def _check_in_step_order(schedule: Schedule, graph: CellGraph) -> None:
+    placement = _place_cells(schedule, graph)
+    _check_complete(placement, graph)
+    for transfer in schedule.transfers:
+        _check_transfer(transfer.cell, transfer.src_device, transfer.dst_device, placement, schedule.num_devices)
+    transfers = {(t.cell, t.src_device, t.dst_device) for t in schedule.transfers}
+    for index, step in enumerate(schedule.steps):
+        for cell in step.cells:
+            _check_predecessors(cell, index, step.device, graph, placement, transfers)
 
 
 def _check_predecessors(
@@ -74,11 +101,15 @@ def _check_predecessors(
         pred_index, pred_device = placement[pred]
         if pred_index >= index:
             when = "in the same step as" if pred_index == index else f"before (step {pred_index})"
-            raise DependencyError(f"cell {tuple(cell)} runs in step {index} {when} its predecessor {tuple(pred)}")
+            raise DependencyError(
+                f"cell {tuple(cell)} runs in step {index} {when} its predecessor {tuple(pred)}", cell, pred
+            )
         if pred_device != device and (pred, pred_device, device) not in transfers:
             raise MissingTransferError(
                 f"edge {tuple(pred)} -> {tuple(cell)} crosses from device {pred_device} to device "
-                f"{device} with no transfer of {tuple(pred)}'s output"
+                f"{device} with no transfer of {tuple(pred)}'s output",
+                pred,
+                cell,
             )
 
 
@@ -86,18 +117,21 @@ def _place_cells(schedule: Schedule, graph: CellGraph) -> dict[Cell, tuple[int, 
     placement: dict[Cell, tuple[int, int]] = {}
     for index, step in enumerate(schedule.steps):
         if not step.cells:
-            raise ScheduleError(f"step {index} is empty: every step must run at least one cell")
+            raise InvalidScheduleError(f"step {index} is empty: every step must run at least one cell")
         if not 0 <= step.device < schedule.num_devices:
-            raise ScheduleError(f"step {index} runs on device {step.device}, outside 0..{schedule.num_devices - 1}")
+            raise InvalidScheduleError(
+                f"step {index} runs on device {step.device}, outside 0..{schedule.num_devices - 1}", *step.cells
+            )
         for cell in step.cells:
             if cell not in graph:
                 raise UnknownCellError(
                     f"cell {_show(cell)} in step {index} is not in the graph of "
-                    f"{graph.num_layers} layers x {graph.num_segments} segments"
+                    f"{graph.num_layers} layers x {graph.num_segments} segments",
+                    *step.cells,
                 )
             if cell in placement:
                 raise DuplicateCellError(
-                    f"cell {tuple(cell)} runs twice: in step {placement[cell][0]} and in step {index}"
+                    f"cell {tuple(cell)} runs twice: in step {placement[cell][0]} and in step {index}", cell
                 )
             placement[cell] = (index, step.device)
     return placement
@@ -108,7 +142,7 @@ def _check_complete(placement: dict[Cell, tuple[int, int]], graph: CellGraph) ->
         return
     for cell in graph.cells():
         if cell not in placement:
-            raise MissingCellError(f"cell {tuple(cell)} is never run by the schedule")
+            raise MissingCellError(f"cell {tuple(cell)} is never run by the schedule", cell)
 
 
 def _check_transfer(
@@ -117,12 +151,15 @@ def _check_transfer(
     if cell not in placement:
         raise UnknownCellError(f"transfer of cell {_show(cell)} names a cell that is not in the graph")
     if placement[cell][1] != src_device:
-        raise ScheduleError(
+        raise InvalidScheduleError(
             f"transfer of cell {tuple(cell)} leaves device {src_device}, but the cell runs on device "
-            f"{placement[cell][1]}"
+            f"{placement[cell][1]}",
+            cell,
         )
     if not 0 <= dst_device < num_devices:
-        raise ScheduleError(f"transfer of cell {tuple(cell)} goes to device {dst_device}, outside 0..{num_devices - 1}")
+        raise InvalidScheduleError(
+            f"transfer of cell {tuple(cell)} goes to device {dst_device}, outside 0..{num_devices - 1}", cell
+        )
 
 
 def _show(cell: object) -> str:

@@ -1,30 +1,26 @@
-"""render_grid shows the wavefront: the L x S grid of step numbers, top row the last layer."""
+"""render_grid shows the wavefront: the L x S grid of step numbers, top row the last layer, chosen cells marked."""
 
 from __future__ import annotations
 
+import pytest
+from grid_text import Entry, parse_grid
 from hypothesis import given
 from hypothesis import strategies as st
 from sched_strategies import FAST
 
+from rmtsched.errors import ScheduleError
 from rmtsched.sched import Cell, Schedule, Step, build_cell_graph, make_schedule, render_grid
 
 
-def parse_grid(text: str, num_layers: int) -> dict[Cell, str]:
-    """Read the grid back: row i (after the header) is layer L - 1 - i; each column is a segment."""
-    rows = text.splitlines()[1 : 1 + num_layers]
-    entries = {}
-    for row in rows:
-        layer, *values = row.split("(")[0].split()
-        for segment, value in enumerate(values):
-            entries[Cell(int(layer), segment)] = value
-    return entries
+def values(text: str) -> dict[Cell, str]:
+    return {cell: entry.value for cell, entry in parse_grid(text).items()}
 
 
 @FAST
 @given(st.integers(1, 12), st.integers(1, 40))
 def test_diagonal_grid_entry_at_l_s_is_l_plus_s(num_layers: int, num_segments: int) -> None:
     graph = build_cell_graph(num_layers, num_segments)
-    grid = parse_grid(render_grid(make_schedule(graph, "diagonal"), graph), num_layers)
+    grid = values(render_grid(make_schedule(graph, "diagonal"), graph))
     assert grid == {cell: str(cell.layer + cell.segment) for cell in graph.cells()}
 
 
@@ -32,7 +28,7 @@ def test_diagonal_grid_entry_at_l_s_is_l_plus_s(num_layers: int, num_segments: i
 @given(st.integers(1, 12), st.integers(1, 40))
 def test_sequential_grid_entry_at_l_s_is_s_times_l_plus_l(num_layers: int, num_segments: int) -> None:
     graph = build_cell_graph(num_layers, num_segments)
-    grid = parse_grid(render_grid(make_schedule(graph, "sequential"), graph), num_layers)
+    grid = values(render_grid(make_schedule(graph, "sequential"), graph))
     assert grid == {cell: str(cell.segment * num_layers + cell.layer) for cell in graph.cells()}
 
 
@@ -51,7 +47,7 @@ def test_wide_grids_are_truncated_and_missing_cells_show_dots() -> None:
     assert "... 50 more segments not shown" in text
     assert len(text.splitlines()[1].split()) == 11
     partial = Schedule((Step((Cell(0, 0),)),))
-    grid = parse_grid(render_grid(partial, build_cell_graph(2, 2)), 2)
+    grid = values(render_grid(partial, build_cell_graph(2, 2)))
     assert grid == {Cell(0, 0): "0", Cell(0, 1): ".", Cell(1, 0): ".", Cell(1, 1): "."}
 
 
@@ -59,3 +55,48 @@ def test_multi_device_grids_label_each_layer_with_its_device() -> None:
     graph = build_cell_graph(4, 3)
     lines = render_grid(make_schedule(graph, "pipelined", num_devices=2), graph).splitlines()
     assert [line.endswith(f"(device {d})") for line, d in zip(lines[1:5], [1, 1, 0, 0], strict=True)] == [True] * 4
+
+
+@FAST
+@given(st.integers(1, 12), st.integers(1, 40), st.data())
+def test_marked_cells_show_in_brackets_and_every_step_number_is_unchanged(
+    num_layers: int, num_segments: int, data: st.DataObject
+) -> None:
+    graph = build_cell_graph(num_layers, num_segments)
+    marked = data.draw(st.sets(st.sampled_from(list(graph.cells())), min_size=1, max_size=5))
+    grid = parse_grid(render_grid(make_schedule(graph, "diagonal"), graph, marked=marked))
+    assert grid == {cell: Entry(str(cell.layer + cell.segment), cell in marked) for cell in graph.cells()}
+
+
+def test_marking_a_step_marks_its_cells_and_a_never_run_cell_shows_a_marked_dot() -> None:
+    graph = build_cell_graph(4, 8)
+    schedule = make_schedule(graph, "diagonal", max_width=2)
+    grid = parse_grid(render_grid(schedule, graph, marked=schedule.steps[5].cells))
+    assert {cell for cell, entry in grid.items() if entry.marked} == set(schedule.steps[5].cells)
+    assert {entry.value for entry in grid.values() if entry.marked} == {"5"}
+    partial = Schedule((Step((Cell(0, 0),)),))
+    assert parse_grid(render_grid(partial, build_cell_graph(1, 2), marked=[Cell(0, 1)]))[Cell(0, 1)] == Entry(".", True)
+
+
+@pytest.mark.parametrize("cell", [Cell(30, 90), Cell(39, 99), Cell(5, 70), Cell(35, 3)])
+def test_a_large_grid_shows_a_window_around_the_first_marked_cell(cell: Cell) -> None:
+    graph = build_cell_graph(40, 100)
+    text = render_grid(make_schedule(graph, "diagonal"), graph, 16, max_layers=16, marked=[cell, Cell(0, 0)])
+    grid = parse_grid(text)
+    assert len(grid) == 16 * 16
+    assert grid[cell] == Entry(str(cell.layer + cell.segment), True)
+    assert all(entry.value == str(c.layer + c.segment) for c, entry in grid.items())
+    shown_segments = sorted({c.segment for c in grid})
+    assert shown_segments == list(range(shown_segments[0], shown_segments[0] + 16))
+    assert ("segments" in text) and ("layers" in text)  # the cut is said, in both directions
+
+
+def test_marks_outside_the_graph_are_ignored_and_bad_limits_are_refused() -> None:
+    graph = build_cell_graph(2, 3)
+    schedule = make_schedule(graph, "diagonal")
+    text = render_grid(schedule, graph, marked=[Cell(7, 7), (-1, 0)])
+    assert not any(entry.marked for entry in parse_grid(text).values())
+    with pytest.raises(ScheduleError, match="max_segments must be a positive integer, got 0"):
+        render_grid(schedule, graph, 0)
+    with pytest.raises(ScheduleError, match="max_layers must be a positive integer, got -2"):
+        render_grid(schedule, graph, max_layers=-2)

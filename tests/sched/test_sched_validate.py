@@ -1,7 +1,8 @@
 """The validator accepts every random topological schedule and rejects each kind of mutation precisely.
 
 Every rejection is checked twice: ``validate`` (vectorised acceptance, then the per-cell pass) and
-``validate_per_cell`` (the reference) must raise the same class with the same message.
+``validate_per_cell`` (the reference) must raise the same class with the same one-line message, and its
+note must draw the schedule's grid with the named cell marked.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import random
 
 import numpy as np
 import pytest
+from grid_text import parse_grid
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from sched_strategies import FAST, THOROUGH, Placed, step_of, valid_schedules, with_steps
@@ -38,6 +40,9 @@ def rejection(schedule: Schedule, graph: CellGraph) -> ScheduleError | None:
     fast, reference = errors
     assert type(fast) is type(reference)
     assert str(fast) == str(reference)
+    if fast is not None:
+        assert "\n" not in str(fast), "the message is the one line the CLI prints; the grid goes in a note"
+        assert fast.__notes__ == reference.__notes__ and len(fast.__notes__) == 1
     return fast
 
 
@@ -45,6 +50,8 @@ def assert_rejected(schedule: Schedule, graph: CellGraph, kind: type[ScheduleErr
     error = rejection(schedule, graph)
     assert type(error) is kind, f"expected {kind.__name__}, got {error!r}"
     assert str(tuple(cell)) in str(error)
+    if cell in graph:
+        assert parse_grid(error.__notes__[0].split("\n", 1)[1])[Cell(*cell)].marked
 
 
 @THOROUGH
@@ -238,3 +245,38 @@ def test_random_schedule_generator_uses_several_devices_and_wide_steps() -> None
     assert any(schedule.max_width > 1 for schedule in schedules)
     for schedule in schedules:
         validate(schedule, graph)
+
+
+def test_a_dependency_error_marks_the_cell_and_its_predecessor_in_the_grid_of_steps() -> None:
+    graph = build_cell_graph(4, 8)
+    steps = list(make_schedule(graph, "diagonal").steps)
+    steps[3], steps[4] = steps[4], steps[3]
+    with pytest.raises(DependencyError) as caught:
+        validate(Schedule(tuple(steps)), graph)
+    assert str(caught.value) == "cell (0, 4) runs in step 3 before (step 4) its predecessor (0, 3)"
+    heading, grid_text = caught.value.__notes__[0].split("\n", 1)
+    assert "[n] marks the cells named above" in heading
+    grid = parse_grid(grid_text)
+    assert {cell for cell, entry in grid.items() if entry.marked} == {Cell(0, 4), Cell(0, 3)}
+    assert (grid[Cell(0, 4)].value, grid[Cell(0, 3)].value, grid[Cell(3, 0)].value) == ("3", "4", "4")
+
+
+def test_an_error_deep_in_a_large_schedule_shows_a_window_around_it() -> None:
+    graph = build_cell_graph(40, 100)
+    schedule = make_schedule(graph, "pipelined", num_devices=2)
+    error = rejection(Schedule(schedule.steps, schedule.transfers[:-1], "pipelined", 2), graph)
+    assert isinstance(error, MissingTransferError)
+    grid = parse_grid(error.__notes__[0].split("\n", 1)[1])
+    assert {cell for cell, entry in grid.items() if entry.marked} == {Cell(19, 99), Cell(20, 99)}
+    assert len(grid) <= 16 * 16
+
+
+def test_a_bad_step_marks_every_cell_of_that_step() -> None:
+    graph = build_cell_graph(3, 3)
+    schedule = make_schedule(graph, "diagonal")
+    steps = list(schedule.steps)
+    steps[2] = Step(steps[2].cells, 5)
+    error = rejection(Schedule(tuple(steps)), graph)
+    assert str(error) == "step 2 runs on device 5, outside 0..0"
+    grid = parse_grid(error.__notes__[0].split("\n", 1)[1])
+    assert {cell for cell, entry in grid.items() if entry.marked} == set(steps[2].cells)
