@@ -1,18 +1,9 @@
 """Batch-invariant building blocks over a leading layer-row dimension ``w``.
 
-Every function here takes tensors whose dim 0 is a *row* (one layer's cell of a step) and must give row
-i the same bits whatever w is: that is what makes a diagonal step of width w equal w sequential steps.
-Two kinds of kernel, chosen by what we measured on CPU with torch 2.13 (tests/backends/test_backend_kernels.py):
-
-* element-wise and last-dim reductions run batched over all rows at once (exp, +, *, /, rsqrt,
-  ``F.rms_norm``, vector norms, gathers are invariant). ``F.silu`` and ``torch.sigmoid`` are NOT: their
-  vectorised and scalar-tail code paths round differently, and which elements hit the tail depends on
-  the tensor size. We compose them from ``exp`` and exactly rounded arithmetic instead.
-* GEMMs and attention are canonically one library call per row (``torch.mm``, ``torch.bmm`` with the
-  row's batch, SDPA) on 64-byte-aligned operands, i.e. exactly the call a width-1 step makes. MKL's
-  batched GEMM (``torch.bmm`` over rows) and SDPA over a stacked batch are NOT batch-invariant in
-  general (fp64, odd shapes), and small GEMMs depend on operand alignment; ``RowMatmul`` (``rowmm.py``)
-  makes one batched call only where a one-time probe shows it gives the per-row bits.
+Every function here must give row i the same bits whatever w is: that is what makes a diagonal step of
+width w equal w sequential steps. Element-wise work and last-dim reductions run over all rows at once,
+composed from operations measured invariant (``sigmoid`` and ``silu_mul`` from ``exp``, since torch's own
+are not); GEMMs and attention go through ``RowMatmul`` (``rowmm.py``). Measurements and tests: docs/exactness.md.
 """
 
 from __future__ import annotations

@@ -1,25 +1,10 @@
-"""Row-wise GEMMs that give every row the bits of the width-1 call, batched where that is proven safe.
+"""Row-wise GEMMs and attention that give every row the bits of the width-1 call, batched where proven safe.
 
-A step of width w multiplies each layer row by its own weights. The *canonical* result of a row is one
-library call (``torch.mm`` / ``torch.bmm`` / ``baddbmm_``) on that row alone with every operand and the
-output starting on a 64-byte boundary: we measured that MKL's results for small shapes depend on operand
-and output alignment, and a row of a stacked tensor sits wherever the rows before it end. ``aligned``
-copies a misaligned operand (keeping its strides) so the call is the same whatever the step width.
-
-One batched call over all rows is faster, but MKL's batched GEMM picks different kernels for some shapes
-and dtypes (fp64 and odd fp32 shapes differ), so it is not batch-invariant in general. ``RowMatmul`` in
-"auto" mode probes each call signature once — shapes, strides, dtype, device, thread count and operand
-alignment, everything the library's choice of kernel can depend on — with random operands of that exact
-layout, and uses the batched call only if it reproduces the canonical bits on every draw (3 to 64 draws,
-enough to compare 16k output elements where possible); otherwise it loops over rows. Verdicts are
-cached per process. A probe is evidence, not proof: the property tests are what check it end to end.
-
-The canonical row is defined at ONE intra-op thread. MKL splits some small GEMMs (and fp64 SDPA) over
-threads in a way that changes the summation order, so the same call gave other low bits at 1 and 2
-threads; a pipeline rank with one thread would then disagree with a two-thread single process. In
-"auto" and "rows" mode each per-row call signature on the CPU is also probed at the current thread
-count against one thread, and a signature that differs runs its rows with one thread (such shapes are
-tiny: a few rows). Outputs are therefore the same whatever ``torch.set_num_threads`` says.
+``RowMatmul`` runs ``linear``, ``batched``, ``accumulate_`` and ``attention`` over a leading row dimension
+(one layer's cell per row) in one of three modes: "rows" (the canonical per-row call on 64-byte-aligned
+operands, at one intra-op thread where a layout's bits depend on the thread count), "batched" (one call),
+or "auto" (one call only where a cached one-time probe of that exact call signature reproduced the
+canonical bits). Why each rule exists, what was measured and which tests prove it: docs/exactness.md.
 """
 
 from __future__ import annotations
