@@ -7,6 +7,7 @@ million-cell grid costs no per-edge objects) and hands out a ``networkx.DiGraph`
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -296,17 +297,23 @@ class CellGraph:
         return self._levels[cell]
 
     def topological_order(self) -> list[Cell]:
-        """Cells in an order that respects every edge (Kahn's algorithm, segment-major tie-break)."""
-        indegree = {cell: len(self.predecessors(cell)) for cell in self.cells()}
-        ready = [cell for cell, degree in indegree.items() if degree == 0]
+        """Cells in an order that respects every edge, segment-major wherever the edges allow it.
+
+        Kahn's algorithm that always takes the ready cell of lowest (segment, layer), i.e. lowest flat
+        index: the order the sequential schedule runs a user-defined graph in.
+        """
+        cells = list(self.cells())
+        indegree = [len(self.predecessors(cell)) for cell in cells]
+        ready = [index for index, degree in enumerate(indegree) if degree == 0]
         order: list[Cell] = []
         while ready:
-            cell = ready.pop()
+            cell = cells[heapq.heappop(ready)]
             order.append(cell)
             for succ in self.successors(cell):
-                indegree[succ] -= 1
-                if indegree[succ] == 0:
-                    ready.append(succ)
+                index = self.cell_index(succ)
+                indegree[index] -= 1
+                if indegree[index] == 0:
+                    heapq.heappush(ready, index)
         if len(order) != self.num_cells:
             raise GraphError(f"the dependency rule {self.rule.name!r} has a cycle: {self._find_cycle()}")
         return order

@@ -17,7 +17,7 @@ import numpy as np
 from rmtsched.errors import ScheduleError
 from rmtsched.sched import Cell, CellGraph, GlobalMemoryRule, LayerLocalRule, SchedulerOptions
 from rmtsched.sched.schedulers.ordering import chunks, require_single_device
-from rmtsched.sched.schedulers.pipelined import balanced_stages
+from rmtsched.sched.schedulers.pipelined import pipeline_stages
 from rmtsched.sim.cost import CostModel
 from rmtsched.sim.memory import resident_bytes
 from rmtsched.sim.result import SimResult
@@ -151,10 +151,7 @@ def pipelined_form(graph: CellGraph, cost: CostModel, options: SchedulerOptions)
     """Flow shop of S segments over P stages and P - 1 links (global memory: one chain through all)."""
     grid = _Grid(graph, cost)
     devices = options.num_devices
-    layer_costs = options.layer_costs or (1.0,) * grid.layers
-    if len(layer_costs) != grid.layers:
-        raise ScheduleError(f"layer_costs has {len(layer_costs)} entries for a graph of {grid.layers} layers")
-    stages = balanced_stages(layer_costs, devices)
+    stages = pipeline_stages(grid.layers, options)
     sizes = np.array([len(stage) for stage in stages], dtype=float)
     full_cell, last_cell = grid.cell_s(grid.full), grid.cell_s(grid.last)
     hidden = cost.workload.hidden_bytes

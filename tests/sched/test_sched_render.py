@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from grid_text import Entry, parse_grid
 from hypothesis import given
@@ -16,20 +18,20 @@ def values(text: str) -> dict[Cell, str]:
     return {cell: entry.value for cell, entry in parse_grid(text).items()}
 
 
-@FAST
-@given(st.integers(1, 12), st.integers(1, 40))
-def test_diagonal_grid_entry_at_l_s_is_l_plus_s(num_layers: int, num_segments: int) -> None:
-    graph = build_cell_graph(num_layers, num_segments)
-    grid = values(render_grid(make_schedule(graph, "diagonal"), graph))
-    assert grid == {cell: str(cell.layer + cell.segment) for cell in graph.cells()}
+# The step of cell (l, s) in closed form: the anti-diagonal l + s, or segment-major order s * L + l.
+STEP_OF: dict[str, Callable[[Cell, int], int]] = {
+    "diagonal": lambda cell, num_layers: cell.layer + cell.segment,
+    "sequential": lambda cell, num_layers: cell.segment * num_layers + cell.layer,
+}
 
 
+@pytest.mark.parametrize("scheduler", sorted(STEP_OF))
 @FAST
-@given(st.integers(1, 12), st.integers(1, 40))
-def test_sequential_grid_entry_at_l_s_is_s_times_l_plus_l(num_layers: int, num_segments: int) -> None:
+@given(num_layers=st.integers(1, 12), num_segments=st.integers(1, 40))
+def test_grid_entry_at_l_s_is_the_closed_form_step(scheduler: str, num_layers: int, num_segments: int) -> None:
     graph = build_cell_graph(num_layers, num_segments)
-    grid = values(render_grid(make_schedule(graph, "sequential"), graph))
-    assert grid == {cell: str(cell.segment * num_layers + cell.layer) for cell in graph.cells()}
+    grid = values(render_grid(make_schedule(graph, scheduler), graph))
+    assert grid == {cell: str(STEP_OF[scheduler](cell, num_layers)) for cell in graph.cells()}
 
 
 def test_grid_layout_header_footer_and_row_order() -> None:

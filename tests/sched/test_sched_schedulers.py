@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sched_strategies import BUILTIN_RULES, FAST, SCHEDULERS, THOROUGH, cell_graphs
 
-from rmtsched.errors import ScheduleError
+from rmtsched.errors import GraphError, ScheduleError
 from rmtsched.sched import (
     Cell,
     CellGraph,
@@ -240,7 +240,8 @@ class _LyingRule:
         return None
 
 
-def test_pipelined_stops_with_an_error_instead_of_spinning_on_a_cycle() -> None:
+@pytest.mark.parametrize(("name", "devices"), [("pipelined", 2), ("sequential", 1), ("diagonal", 1), ("greedy", 1)])
+def test_a_scheduler_stops_with_an_error_naming_the_cycle_instead_of_spinning(name: str, devices: int) -> None:
     graph = build_cell_graph(2, 2, rule=_LyingRule())
-    with pytest.raises(ScheduleError, match=r"no device can issue; cells \[.*\] wait on each other"):
-        make_schedule(graph, "pipelined", num_devices=2)
+    with pytest.raises(GraphError, match=r"the dependency rule 'lying' has a cycle: \(0, 1\) -> \(0, 0\) -> \(0, 1\)"):
+        make_schedule(graph, name, num_devices=devices)

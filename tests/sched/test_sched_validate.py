@@ -54,6 +54,14 @@ def assert_rejected(schedule: Schedule, graph: CellGraph, kind: type[ScheduleErr
         assert parse_grid(error.__notes__[0].split("\n", 1)[1])[Cell(*cell)].marked
 
 
+def with_cell_added(placed: Placed, cell: Cell) -> Schedule:
+    """The schedule with ``cell`` appended to a random step."""
+    steps = list(placed.schedule.steps)
+    index = placed.rng.randrange(len(steps))
+    steps[index] = Step((*steps[index].cells, cell), steps[index].device)
+    return with_steps(placed.schedule, steps)
+
+
 @THOROUGH
 @given(valid_schedules())
 def test_validator_accepts_every_random_topological_schedule(placed: Placed) -> None:
@@ -89,10 +97,7 @@ def test_dropping_a_cell_is_a_missing_cell_error(placed: Placed) -> None:
 def test_duplicating_a_cell_is_a_duplicate_cell_error(placed: Placed) -> None:
     schedule, graph, rng = placed.schedule, placed.graph, placed.rng
     copied = rng.choice(list(schedule.cells()))
-    steps = list(schedule.steps)
-    index = rng.randrange(len(steps))
-    steps[index] = Step((*steps[index].cells, copied), steps[index].device)
-    assert_rejected(with_steps(schedule, steps), graph, DuplicateCellError, copied)
+    assert_rejected(with_cell_added(placed, copied), graph, DuplicateCellError, copied)
 
 
 @FAST
@@ -108,16 +113,13 @@ def test_dropping_a_needed_transfer_is_a_missing_transfer_error(placed: Placed) 
 @FAST
 @given(valid_schedules(), st.sampled_from(["layer", "segment", "negative"]))
 def test_a_cell_outside_the_grid_is_an_unknown_cell_error(placed: Placed, where: str) -> None:
-    schedule, graph, rng = placed.schedule, placed.graph, placed.rng
+    graph, rng = placed.graph, placed.rng
     outside = {
         "layer": Cell(graph.num_layers, 0),
         "segment": Cell(0, graph.num_segments),
         "negative": Cell(-1, rng.randrange(graph.num_segments)),
     }[where]
-    steps = list(schedule.steps)
-    index = rng.randrange(len(steps))
-    steps[index] = Step((*steps[index].cells, outside), steps[index].device)
-    assert_rejected(with_steps(schedule, steps), graph, UnknownCellError, outside)
+    assert_rejected(with_cell_added(placed, outside), graph, UnknownCellError, outside)
 
 
 @FAST

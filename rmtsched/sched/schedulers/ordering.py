@@ -6,9 +6,6 @@ arithmetic); user-defined graphs fall back to generic graph algorithms.
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable
-
 import numpy as np
 
 from rmtsched.errors import ScheduleError
@@ -22,25 +19,7 @@ def has_builtin_rule(graph: CellGraph) -> bool:
 
 def segment_major_order(graph: CellGraph) -> list[Cell]:
     """A topological order that prefers finishing segment s before touching s+1 (ties by layer)."""
-    if has_builtin_rule(graph):
-        return list(graph.cells())
-    return priority_topological_order(graph, key=lambda cell: (cell.segment, cell.layer))
-
-
-def priority_topological_order(graph: CellGraph, key: Callable[[Cell], tuple]) -> list[Cell]:
-    """Kahn's algorithm that always takes the ready cell with the smallest ``key``."""
-    indegree = {cell: len(graph.predecessors(cell)) for cell in graph.cells()}
-    ready = [(key(cell), cell) for cell, degree in indegree.items() if degree == 0]
-    heapq.heapify(ready)
-    order: list[Cell] = []
-    while ready:
-        _, cell = heapq.heappop(ready)
-        order.append(cell)
-        for succ in graph.successors(cell):
-            indegree[succ] -= 1
-            if indegree[succ] == 0:
-                heapq.heappush(ready, (key(succ), succ))
-    return order
+    return list(graph.cells()) if has_builtin_rule(graph) else graph.topological_order()
 
 
 def successor_csr(graph: CellGraph) -> tuple[list[int], list[int], list[int]]:

@@ -58,14 +58,22 @@ def balanced_stages(layer_costs: Sequence[float], num_stages: int) -> list[range
     return [range(bounds[i], bounds[i + 1]) for i in range(num_stages)]
 
 
+def pipeline_stages(num_layers: int, options: SchedulerOptions) -> list[range]:
+    """Each device's layers: ``balanced_stages`` of ``options.layer_costs`` (uniform when None).
+
+    The scheduler and the simulator's closed form both split layers here, so they cannot disagree.
+    """
+    costs = options.layer_costs or (1.0,) * num_layers
+    if len(costs) != num_layers:
+        raise ScheduleError(f"layer_costs has {len(costs)} entries for a graph of {num_layers} layers")
+    return balanced_stages(costs, options.num_devices)
+
+
 @register_scheduler("pipelined")
 @builds_bulk
 def pipelined(graph: CellGraph, options: SchedulerOptions) -> Schedule:
     num_devices = options.num_devices
-    costs = options.layer_costs or (1.0,) * graph.num_layers
-    if len(costs) != graph.num_layers:
-        raise ScheduleError(f"layer_costs has {len(costs)} entries for a graph of {graph.num_layers} layers")
-    stages = balanced_stages(costs, num_devices)
+    stages = pipeline_stages(graph.num_layers, options)
     device_of_layer = np.array([device for device, stage in enumerate(stages) for _ in stage], dtype=np.int64)
     device_of = device_of_layer[np.arange(graph.num_cells) % graph.num_layers]
     cells = list(graph.cells())
