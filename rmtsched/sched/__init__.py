@@ -19,7 +19,7 @@ from rmtsched.sched.dag import (
     warmup_graph,
 )
 from rmtsched.sched.registry import available_schedulers, get_scheduler, make_schedule, register_scheduler
-from rmtsched.sched.render import render_grid
+from rmtsched.sched.render import grid_note, render_grid
 from rmtsched.sched.schedule import Schedule, SchedulerOptions, Step, Transfer
 from rmtsched.sched.validate import validate
 
@@ -40,6 +40,7 @@ __all__ = [
     "get_rule",
     "get_scheduler",
     "graph_for_tokens",
+    "grid_note",
     "make_schedule",
     "register_scheduler",
     "render_grid",

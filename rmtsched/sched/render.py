@@ -1,8 +1,8 @@
 """The schedule as a picture: the L x S grid of step numbers, with chosen cells marked.
 
 ``rmtsched schedule`` prints it to show the wavefront; the validator attaches it to its errors with the
-offending cells marked, so a person sees where in a hand-written schedule the rule breaks. Large grids
-show a window that keeps the first marked cell in view.
+offending cells marked (``grid_note``), so a person sees where in a hand-written schedule the rule
+breaks. Large grids show a window that keeps the first marked cell in view.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from collections.abc import Collection
 from rmtsched.errors import ScheduleError
 from rmtsched.sched.dag import Cell, CellGraph
 from rmtsched.sched.schedule import Schedule
+
+GRID_NOTE_LIMIT = 16  # an error's grid shows at most this many layers and segments around the first mark
 
 
 def render_grid(
@@ -56,6 +58,12 @@ def render_grid(
         f"max width {schedule.max_width}, {schedule.num_devices} device(s)"
     )
     return "\n".join(lines)
+
+
+def grid_note(schedule: Schedule, graph: CellGraph, cells: Collection[Cell]) -> str:
+    """The grid an error attaches (``exc.add_note``): ``cells`` marked, a window around them, how to read it."""
+    grid = render_grid(schedule, graph, GRID_NOTE_LIMIT, max_layers=GRID_NOTE_LIMIT, marked=cells)
+    return f"the schedule (each cell shows its step; [n] marks the cells named above):\n{grid}"
 
 
 def _window(total: int, limit: int, focus: int | None) -> range:

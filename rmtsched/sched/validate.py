@@ -21,10 +21,8 @@ import numpy as np
 from rmtsched.errors import ScheduleError
 from rmtsched.sched._gc import gc_paused
 from rmtsched.sched.dag import Cell, CellGraph
-from rmtsched.sched.render import render_grid
+from rmtsched.sched.render import grid_note
 from rmtsched.sched.schedule import Schedule
-
-GRID_NOTE_LIMIT = 16  # the grid note shows at most this many layers and segments around the first mark
 
 
 class InvalidScheduleError(ScheduleError):
@@ -70,12 +68,6 @@ def validate_per_cell(schedule: Schedule, graph: CellGraph) -> None:
         except InvalidScheduleError as error:
             error.add_note(grid_note(schedule, graph, error.cells))
             raise
-
-
-def grid_note(schedule: Schedule, graph: CellGraph, cells: tuple[Cell, ...]) -> str:
-    """The grid of ``schedule`` with ``cells`` marked, headed by how to read it."""
-    grid = render_grid(schedule, graph, GRID_NOTE_LIMIT, max_layers=GRID_NOTE_LIMIT, marked=cells)
-    return f"the schedule (each cell shows its step; [n] marks the cells named above):\n{grid}"
 
 
 def _check_in_step_order(schedule: Schedule, graph: CellGraph) -> None:
