@@ -17,8 +17,9 @@ def test_readme_has_python_examples() -> None:
 
 
 def test_readme_python_examples_run() -> None:
-    from rmtsched.sched.registry import _SCHEDULERS
+    from rmtsched.sched.registry import _SCHEDULERS, available_schedulers
 
+    available_schedulers()  # load the built-ins first, or restoring the snapshot below would drop them
     before = dict(_SCHEDULERS)
     try:
         for block in python_blocks():
