@@ -4,7 +4,7 @@ A scheduler change that moves one cell shows up here as a readable diff of steps
 ``tests/sched/golden/`` hold the case (graph and options), the schedule (``Schedule.to_dict``) one step a
 line, and ``render_grid``'s picture. To accept a deliberate change, regenerate them and review the diff:
 
-    python tests/sched/test_sched_golden.py        # rewrites tests/sched/golden/*.json from CASES
+    python -m tests.sched.test_sched_golden       # from the repository root: rewrites golden/*.json from CASES
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 from rmtsched.sched import CellGraph, Schedule, build_cell_graph, make_schedule, render_grid, validate
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
+REGENERATE = "if the change is deliberate, regenerate from the repository root: python -m tests.sched.test_sched_golden"
 
 # A small irregular DAG for greedy: a 3 x 4 layer-local grid with two edges dropped and two long edges added.
 DROPPED = {((1, 1), (2, 1)), ((0, 1), (0, 2))}
@@ -99,7 +100,7 @@ def test_scheduler_output_equals_its_golden_schedule(name: str) -> None:
     golden = read_golden(name)
     assert golden["case"] == CASES[name]
     expected = {key: value for key, value in golden.items() if key not in ("case", "grid")}
-    assert schedule_of(CASES[name]).to_dict() == expected, f"regenerate on purpose: python {__file__}"
+    assert schedule_of(CASES[name]).to_dict() == expected, REGENERATE
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -114,10 +115,13 @@ def test_golden_schedules_are_valid_and_their_grids_match(name: str) -> None:
 def test_golden_layout_is_the_one_regeneration_writes() -> None:
     """The files are exactly what ``golden_text`` writes, so a regeneration diff shows only real changes."""
     for name, case in CASES.items():
-        assert (GOLDEN / f"{name}.json").read_text() == golden_text(case), f"regenerate: python {__file__}"
+        assert (GOLDEN / f"{name}.json").read_text() == golden_text(case), REGENERATE
 
 
 if __name__ == "__main__":
+    import rmtsched
+
+    print(f"writing golden schedules from the rmtsched in {Path(rmtsched.__file__).parent}")
     for path in GOLDEN.glob("*.json"):
         path.unlink()
     for name, case in CASES.items():
