@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from rmtsched.errors import SpecError
 from rmtsched.sched import CellGraph, SchedulerOptions, graph_for_tokens, make_schedule
-from rmtsched.sim.analytic import analytic_simulate
+from rmtsched.sim.analytic import analytic_simulate, available_closed_forms
 from rmtsched.sim.cost import CostModel
 from rmtsched.sim.engine import simulate
 from rmtsched.sim.result import SimResult
@@ -30,9 +30,16 @@ def _run_des(name: str, graph: CellGraph, cost: CostModel, options: SchedulerOpt
     return simulate(schedule, graph, cost)
 
 
+def _run_analytic(name: str, graph: CellGraph, cost: CostModel, options: SchedulerOptions) -> SimResult:
+    """The closed form where the scheduler has one, else the event engine (the result's ``engine`` says which)."""
+    if name in available_closed_forms():
+        return analytic_simulate(name, graph, cost, options)
+    return _run_des(name, graph, cost, options)
+
+
 ENGINES: dict[str, Callable[[str, CellGraph, CostModel, SchedulerOptions], SimResult]] = {
     "des": _run_des,
-    "analytic": analytic_simulate,
+    "analytic": _run_analytic,
 }
 
 

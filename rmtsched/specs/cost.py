@@ -20,6 +20,9 @@ class KernelWork:
     ``per_row`` marks a kernel a width-w step launches once per cell (a per-row loop kept for batch
     invariance: SDPA per row, ``RowMatmul``'s row fallback), so batching amortises neither its launch
     nor its efficiency ramp.
+    ``tiles`` counts the kernel's independent blocks of work per cell (a GEMM's 128 x 128 output tiles, a
+    flash attention's 128-query blocks per head), which a GPU spreads over its SMs in waves; 0 = unknown
+    (no wave quantisation). A batched step runs the tiles of all its cells in one launch.
     """
 
     name: str
@@ -28,3 +31,4 @@ class KernelWork:
     activation_bytes: float = 0.0
     matmul: bool = True
     per_row: bool = False
+    tiles: int = 0
