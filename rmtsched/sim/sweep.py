@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rmtsched.errors import RmtschedError
-from rmtsched.fileio import atomic_write_bytes, atomic_write_text
+from rmtsched.fileio import atomic_write_text
 from rmtsched.sim.report import run_record
 from rmtsched.sim.study import run_study, schedules_for
+from rmtsched.sim.trace import pyplot, save_png
 from rmtsched.specs.hardware import load_hardware_spec
 from rmtsched.specs.model import load_model_spec
 
@@ -173,7 +173,7 @@ def _labels(records: Sequence[Record]) -> tuple[Callable[[Record], str], Callabl
 
 def plot_sweep(records: Sequence[Record], latency_path: str | Path, memory_path: str | Path) -> None:
     """Latency vs length and peak memory vs length (log-log), every schedule and full attention."""
-    plt = _pyplot()
+    plt = pyplot()
     schedule, baseline = _labels(records)
     title = ", ".join(sorted({f"{r['model']} on {r['hardware']} ({r['runtime'] or '-'})" for r in records}))
     figures = (
@@ -200,25 +200,8 @@ def plot_sweep(records: Sequence[Record], latency_path: str | Path, memory_path:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        _save(fig, path)
+        save_png(fig, path)
         plt.close(fig)
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise RmtschedError("plots need matplotlib: pip install 'rmtsched[plot]'") from exc
-    return plt
-
-
-def _save(fig: Any, path: str | Path) -> None:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def point_label(point: SweepPoint) -> str:
