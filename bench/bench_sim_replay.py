@@ -57,7 +57,7 @@ def main() -> None:
     additive = dict(host_overhead_s=0.0, host_cell_overhead_s=0.0, host_step_overhead_s=0.0, host_row_overhead_s=0.0)
     for label, hardware in (
         ("old h200 preset: 5 us launches", preset.replace(launch_overhead_s=5e-6, sm_count=0, **additive)),
-        ("recorded calibration, additive: every looped row pays a 73 us launch",
+        ("recorded calibration in the additive model, each looped row a 73 us launch (a reconstruction)",
          recording.calibrated(preset).replace(launch_overhead_s=73e-6, **additive)),
     ):
         rows = replay(recording, hardware)

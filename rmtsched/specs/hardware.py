@@ -273,7 +273,7 @@ def _gpu(matmul_efficiency: float, attention_efficiency: float, sm_count: int, *
     spec = HardwareSpec(
         matmul_efficiency=matmul_efficiency,
         matmul_half_flops=1e-6 * matmul_efficiency * peak,
-        kernel_efficiency={"attention": attention_efficiency / matmul_efficiency},
+        kernel_efficiency={"attention": round(attention_efficiency / matmul_efficiency, 6)},
         sm_count=sm_count,
         vector_efficiency=0.5,
         memory_efficiency=0.85,
