@@ -14,6 +14,7 @@ from rmtsched.backends.torch import build_model, execute
 from rmtsched.errors import RmtschedError
 from rmtsched.sched import graph_for_tokens, make_schedule
 from rmtsched.sim import CostModel, simulate, workload_from_spec
+from rmtsched.sim.stepwise import compare_steps
 from rmtsched.sim.trace import StepRecorder, chrome_trace
 from rmtsched.specs.hardware import load_hardware_spec
 from rmtsched.specs.model import load_model_spec
@@ -64,3 +65,22 @@ def test_the_sync_runs_before_every_clock_read() -> None:
     recorder(0, "start")
     recorder(0, "end")
     assert calls == ["sync", "sync"] and (recorder.start_s, recorder.end_s) == ([0.0], [1.0])
+
+
+def test_steps_compare_per_width_with_median_and_worst_error() -> None:
+    graph = graph_for_tokens(load_model_spec("armt-tiny"), 3 * 64)  # 4 layers x 3 segments: widths 1, 2, 3
+    schedule = make_schedule(graph, "diagonal")
+    spec = load_model_spec("armt-tiny")
+    timeline = simulate(schedule, graph, CostModel(workload_from_spec(spec), load_hardware_spec("h200"))).timeline
+    predicted = timeline.step_end_s - timeline.step_start_s
+    widths = [step.width for step in schedule.steps]
+    assert widths == [1, 2, 3, 3, 2, 1]
+    factors = [1.0, 2.0, 1.25, 1.0, 2.0, 0.5]  # measured = predicted * factor
+    start = [0.0] * 6
+    rows = compare_steps(timeline, start, [p * f for p, f in zip(predicted, factors, strict=True)])
+    assert [(r.width, r.steps) for r in rows] == [(1, 2), (2, 2), (3, 2)]
+    assert rows[0].median_error == pytest.approx((0.0 + 1.0) / 2) and rows[0].worst_error == pytest.approx(1.0)
+    assert rows[1].median_error == pytest.approx(-0.5) and rows[1].measured_median_s == pytest.approx(2 * predicted[1])
+    assert rows[2].worst_error == pytest.approx(-0.2)
+    with pytest.raises(RmtschedError, match="5 measured starts"):
+        compare_steps(timeline, start[:5], start[:5])
