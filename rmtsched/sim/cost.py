@@ -64,6 +64,7 @@ class CostModel:
         name: str | None = None,
         lone: bool = False,
         tiles: int = 0,
+        useful_fraction: float = 1.0,
     ) -> float:
         """Roofline with efficiency ramps: launch + max((F + F_half) / (eta peak), (B + B_half) / (eta BW)).
 
@@ -71,10 +72,13 @@ class CostModel:
         of the rate, and one in ``kernel_launch_overhead_s`` pays that launch instead of the default one.
         ``lone``: the kernel runs in a step of one cell, whose work (not launch) takes the hardware's
         ``lone_cell_slowdown`` times as long. ``tiles``: the kernel's blocks of parallel work, which on a
-        hardware with ``sm_count`` run in whole waves (compute divided by the filled share of the waves).
+        hardware with ``sm_count`` (a tiled GPU) run in whole waves (compute divided by the filled share of
+        the waves); there the kernel also executes ``flops / useful_fraction`` (whole attention blocks).
         """
         hw = self.hardware
         filled = wave_utilization(tiles, hw.sm_count) if tiles and hw.sm_count else 1.0
+        if hw.sm_count:
+            flops /= useful_fraction
         if matmul:
             compute = (flops / filled + hw.matmul_half_flops) / (hw.matmul_efficiency * self._matmul_peak)
         else:
@@ -143,14 +147,17 @@ class CostModel:
         weights: dict[tuple[str, int], float] = {}
         matmul: dict[tuple[str, int], bool] = {}
         tiles: dict[tuple[str, int], int] = {}
+        executed: dict[tuple[str, int], float] = {}
         for tokens in cell_tokens:
             for key, kernel in self.kernels(tokens):
                 if kernel.per_row or kernel.name in row_looped:
                     per_row_s += self.kernel_time_s(
                         kernel.flops, kernel.weight_bytes + kernel.activation_bytes, kernel.matmul, kernel.name, lone,
-                        kernel.tiles,
+                        kernel.tiles, kernel.useful_fraction,
                     )
                     continue
+                # executed work where tiles waste some (``kernel_time_s`` divides by the useful fraction)
+                executed[key] = executed.get(key, 0.0) + kernel.flops / kernel.useful_fraction
                 flops[key] = flops.get(key, 0.0) + kernel.flops
                 activations[key] = activations.get(key, 0.0) + kernel.activation_bytes
                 weights[key] = max(weights.get(key, 0.0), kernel.weight_bytes)
@@ -159,7 +166,8 @@ class CostModel:
         extra_launches = hw.row_loop_fraction * len(flops) * (len(cell_tokens) - 1) * hw.launch_overhead_s
         return per_row_s + extra_launches + sum(
             self.kernel_time_s(
-                flops[key], activations[key] + distinct * weights[key], matmul[key], key[0], lone, tiles[key]
+                flops[key], activations[key] + distinct * weights[key], matmul[key], key[0], lone, tiles[key],
+                flops[key] / executed[key] if executed[key] else 1.0,
             )
             for key in flops
         )

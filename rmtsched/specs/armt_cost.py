@@ -32,6 +32,13 @@ def causal_pairs(n: int) -> int:
     return n * (n + 1) // 2
 
 
+def causal_block_pairs(n: int) -> int:
+    """(query, key) pairs a block-tiled causal attention computes on n tokens: every TILE-query block runs
+    over whole TILE-key blocks up to and including its diagonal one (the masked half of that one is wasted)."""
+    blocks = -(-n // TILE)
+    return sum(min(TILE, n - i * TILE) * min(n, (i + 1) * TILE) for i in range(blocks))
+
+
 def decoder_layer_kernels(spec: ModelSpec, n: int) -> list[KernelWork]:
     """A LLaMA decoder layer on n tokens: RMSNorm, QKV (GQA), rotary, causal attention, O, SwiGLU MLP."""
     d, kv, f, b = spec.d_model, spec.kv_dim, spec.mlp_dim, spec.dtype_bytes
@@ -45,7 +52,7 @@ def decoder_layer_kernels(spec: ModelSpec, n: int) -> list[KernelWork]:
         # QK^T and PV over the kept pairs (2 * d FLOPs per pair each) plus the softmax (5 per score per head).
         KernelWork(
             "attention", 4 * d * pairs + 5 * spec.num_heads * pairs, 0, n * (qkv + d) * b,
-            tiles=tiles(n, TILE) * spec.num_heads,
+            tiles=tiles(n, TILE) * spec.num_heads, useful_fraction=pairs / causal_block_pairs(n),
         ),
         KernelWork("o_proj", 2 * n * d * d, d * d * b, 2 * n * d * b, tiles=tiles(n, d)),
         KernelWork("attn_residual", n * d, 0, 3 * n * d * b, matmul=False),
@@ -127,6 +134,7 @@ __all__ = [
     "armt_cell_kernels",
     "associative_read_kernels",
     "associative_write_kernels",
+    "causal_block_pairs",
     "causal_pairs",
     "decoder_layer_kernels",
     "full_attention_layer_kernels",

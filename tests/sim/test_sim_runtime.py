@@ -9,6 +9,7 @@ from rmtsched.errors import SpecError
 from rmtsched.sim import CostModel, workload_from_spec
 from rmtsched.sim.cost import wave_utilization
 from rmtsched.sim.workload import Workload
+from rmtsched.specs.armt_cost import causal_block_pairs, causal_pairs, decoder_layer_kernels
 from rmtsched.specs.cost import KernelWork
 from rmtsched.specs.hardware import HardwareSpec, load_hardware_spec
 from rmtsched.specs.model import load_model_spec
@@ -82,3 +83,28 @@ def test_runtime_profiles_switch_and_are_checked() -> None:
         h100.replace(row_loop_fraction=2)
     with pytest.raises(SpecError, match=r"sm_count must be an integer >= 0, got 1\.5"):
         h100.replace(sm_count=1.5)
+
+
+@pytest.mark.parametrize("n", [1, 5, 127, 128, 129, 300, 1040])
+def test_block_tiled_causal_attention_computes_whole_blocks(n: int) -> None:
+    # brute force: query q runs over every key of the blocks up to and including its own 128-token block
+    computed = sum(min(n, (q // 128 + 1) * 128) for q in range(n))
+    assert causal_block_pairs(n) == computed >= causal_pairs(n)
+
+
+def test_attention_runs_faster_per_flop_on_longer_sequences() -> None:
+    """FlashAttention-2's published curves rise with sequence length; here from whole blocks and waves."""
+    spec = load_model_spec("armt-llama-1b")
+    cost = CostModel(workload_from_spec(spec), load_hardware_spec("a100-80gb"))
+
+    def rate(n: int) -> float:
+        attention = next(k for k in decoder_layer_kernels(spec, n) if k.name == "attention")
+        seconds = cost.kernel_time_s(attention.flops, attention.activation_bytes, True, "attention",
+                                     tiles=attention.tiles, useful_fraction=attention.useful_fraction)
+        return attention.flops / seconds
+
+    rates = [rate(n) for n in (512, 1152, 4096, 32768)]
+    assert rates == sorted(rates) and rates[0] < 0.7 * rates[-1]
+    assert rates[-1] == pytest.approx(0.6 * 312e12, rel=0.03)  # the FlashAttention-2 A100 figure at long length
+    with pytest.raises(SpecError, match="useful_fraction must be in"):
+        KernelWork("attention", 1.0, useful_fraction=0.0)
