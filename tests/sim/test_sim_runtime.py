@@ -108,3 +108,13 @@ def test_attention_runs_faster_per_flop_on_longer_sequences() -> None:
     assert rates[-1] == pytest.approx(0.6 * 312e12, rel=0.03)  # the FlashAttention-2 A100 figure at long length
     with pytest.raises(SpecError, match="useful_fraction must be in"):
         KernelWork("attention", 1.0, useful_fraction=0.0)
+
+
+def test_an_eager_armt_cell_costs_its_kernel_list_in_host_launches() -> None:
+    """A small ARMT cell on an eagerly driven H200 is host-bound: one step, 19 modelled kernels (4 memory-read,
+    11 decoder-layer, 4 memory-write: design notes section 5), one cell, each at the preset's host price."""
+    spec = load_model_spec("armt-small").replace(dtype_bytes=2)
+    cost = CostModel(workload_from_spec(spec), load_hardware_spec("h200"))
+    assert len(cost.kernels(64)) == 19
+    assert cost.cell_time_s(64) == pytest.approx(20e-6 + 19 * 73e-6 + 10e-6, rel=1e-12)
+    assert cost.step_time_s([64] * 16) == pytest.approx(20e-6 + 19 * 73e-6 + 16 * 10e-6, rel=1e-12)
