@@ -27,14 +27,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--hardware", required=True, help=f"a JSON hardware spec file or one of {available_hardware_specs()}"
     )
     parser.add_argument(
-        "--schedule", required=True, help="a scheduler name, or 'all' (sequential, diagonal, and pipelined if P > 1)"
+        "--runtime", default=None,
+        help="how the device is driven: a runtime profile of the hardware spec (GPU presets: eager (default), graphs)",
+    )
+    parser.add_argument(
+        "--schedule", required=True,
+        help="a scheduler name, or 'all' (every registered scheduler; those that spread over devices on P)",
     )
     parser.add_argument("--devices", type=positive_int, default=1, help="devices P (pipelined)")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="sequences run together in every cell")
     parser.add_argument("--max-width", type=positive_int, default=None, help="cap on cells per diagonal step")
     parser.add_argument("--engine", choices=sorted(ENGINES), default="des")
     parser.add_argument("--trace", type=Path, default=None, help="write a Chrome trace (with 'all': one per schedule)")
     parser.add_argument("--plot", type=Path, default=None, help="write a Gantt PNG (with 'all': one per schedule)")
-    parser.add_argument("--json", action="store_true", help="print JSON (a list for 'all') instead of a table")
+    parser.add_argument("--json", action="store_true", help="print JSON: a list, one record per schedule")
     parser.set_defaults(handler=run)
 
 
@@ -43,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     changes = {"segment_len": args.segment_len, "mem_tokens": args.mem_tokens}
     spec = spec.replace(**{name: value for name, value in changes.items() if value is not None})
     hardware = load_hardware_spec(args.hardware)
+    if args.runtime is not None:
+        hardware = hardware.with_runtime(args.runtime)
     study = run_study(
         spec,
         hardware,
@@ -50,12 +58,12 @@ def run(args: argparse.Namespace) -> int:
         schedules_for(args.schedule, args.devices),
         max_width=args.max_width,
         engine=args.engine,
+        batch_size=args.batch_size,
     )
     compare = args.schedule == "all"
     _write_pictures(study, args.trace, args.plot, several=compare)
     if args.json:
-        records = [run_record(study, run, compare) for run in study.runs]
-        print(json.dumps(records if compare else records[0]))
+        print(json.dumps([run_record(study, run) for run in study.runs]))
     else:
         print(format_table(study, compare))
     for run in study.runs:

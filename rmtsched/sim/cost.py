@@ -1,6 +1,8 @@
 """The cost model: time of a kernel, a cell and a batched step on one device, and a step's memory.
 
-A kernel takes ``launch + max(compute, memory)`` with the saturating efficiency of ``HardwareSpec``.
+A step takes ``max(host, device)``: the host issues kernels asynchronously (eager PyTorch from Python,
+or one graph launch), the device runs them. On a device, a kernel takes ``launch + max(compute, memory)``
+with the saturating efficiency of ``HardwareSpec`` (and wave quantisation where the spec knows its SMs).
 A step of width w runs every kernel once for all its cells: FLOPs and activation bytes add up over the
 cells, each distinct layer's weights are read once, and the launch and efficiency ramp are paid once,
 so ``step([c]) == cell(c)`` and ``step(w cells) < w * cell`` whenever launches or ramps cost anything.
@@ -17,6 +19,12 @@ from rmtsched.sched import Cell
 from rmtsched.sim.workload import Workload
 from rmtsched.specs.cost import KernelWork
 from rmtsched.specs.hardware import HardwareSpec
+
+
+def wave_utilization(tiles: int, sm_count: int) -> float:
+    """Share of ``ceil(tiles / sm_count)`` full waves that ``tiles`` blocks of work fill (1 when they divide)."""
+    waves = -(-tiles // sm_count)
+    return tiles / (waves * sm_count)
 
 
 class StepProfile(NamedTuple):
@@ -49,20 +57,32 @@ class CostModel:
 
     # -- kernels ---------------------------------------------------------------------------------
     def kernel_time_s(
-        self, flops: float, num_bytes: float, matmul: bool, name: str | None = None, lone: bool = False
+        self,
+        flops: float,
+        num_bytes: float,
+        matmul: bool,
+        name: str | None = None,
+        lone: bool = False,
+        tiles: int = 0,
+        useful_fraction: float = 1.0,
     ) -> float:
         """Roofline with efficiency ramps: launch + max((F + F_half) / (eta peak), (B + B_half) / (eta BW)).
 
         A kernel ``name`` listed in the hardware's ``kernel_efficiency`` runs its compute at that multiple
         of the rate, and one in ``kernel_launch_overhead_s`` pays that launch instead of the default one.
         ``lone``: the kernel runs in a step of one cell, whose work (not launch) takes the hardware's
-        ``lone_cell_slowdown`` times as long.
+        ``lone_cell_slowdown`` times as long. ``tiles``: the kernel's blocks of parallel work, which on a
+        hardware with ``sm_count`` (a tiled GPU) run in whole waves (compute divided by the filled share of
+        the waves); there the kernel also executes ``flops / useful_fraction`` (whole attention blocks).
         """
         hw = self.hardware
+        filled = wave_utilization(tiles, hw.sm_count) if tiles and hw.sm_count else 1.0
+        if hw.sm_count:
+            flops /= useful_fraction
         if matmul:
-            compute = (flops + hw.matmul_half_flops) / (hw.matmul_efficiency * self._matmul_peak)
+            compute = (flops / filled + hw.matmul_half_flops) / (hw.matmul_efficiency * self._matmul_peak)
         else:
-            compute = flops / (hw.vector_efficiency * hw.vector_flops_per_s)
+            compute = flops / filled / (hw.vector_efficiency * hw.vector_flops_per_s)
         launch = hw.launch_overhead_s
         if name is not None:
             compute /= hw.kernel_efficiency.get(name, 1.0)
@@ -84,39 +104,71 @@ class CostModel:
 
     # -- cells and steps -------------------------------------------------------------------------
     def cell_time_s(self, tokens: int) -> float:
-        """One cell alone: every kernel launched once for it, its layer's weights read once."""
-        return self.hardware.cell_overhead_s + sum(
-            self.kernel_time_s(k.flops, k.weight_bytes + k.activation_bytes, k.matmul, k.name, lone=True)
-            for _, k in self.kernels(tokens)
-        )
+        """One cell alone: a step of width 1 (every kernel launched once, its layer's weights read once)."""
+        return self.step_time_s([tokens])
 
     def step_time_s(self, cell_tokens: Sequence[int], num_layers: int | None = None) -> float:
-        """A batched step over cells of ``cell_tokens`` tokens touching ``num_layers`` distinct layers
-        (default: one per cell): one launch per kernel, FLOPs and activations summed, weights per layer.
-        A ``per_row`` kernel (or one the hardware lists in ``per_row_kernels``: the backend loops over rows
-        for it there) instead costs what it costs in each cell alone, summed over the cells, and every cell
-        pays the hardware's ``cell_overhead_s``."""
+        """A batched step: ``max(host, device)`` (``step_host_s``, ``step_device_s``); see the module docstring."""
+        return max(self.step_host_s(cell_tokens), self.step_device_s(cell_tokens, num_layers))
+
+    def step_host_s(self, cell_tokens: Sequence[int]) -> float:
+        """Host time to issue a step: per step, per kernel launched (per cell for row-looped kernels), per
+        cell, and per extra launch of the share of kernels the backend loops over rows."""
+        hw = self.hardware
+        width = len(cell_tokens)
+        row_looped = hw.per_row_kernels
+        batched = per_row = 0
+        for _, kernel in self.kernels(max(cell_tokens)):
+            if kernel.per_row or kernel.name in row_looped:
+                per_row += 1
+            else:
+                batched += 1
+        launches = batched + width * per_row
+        extra_rows = hw.row_loop_fraction * batched * (width - 1)
+        return (
+            hw.host_step_overhead_s + launches * hw.host_overhead_s + width * hw.host_cell_overhead_s
+            + extra_rows * hw.host_row_overhead_s
+        )
+
+    def step_device_s(self, cell_tokens: Sequence[int], num_layers: int | None = None) -> float:
+        """Device time of a batched step over cells of ``cell_tokens`` tokens touching ``num_layers`` distinct
+        layers (default: one per cell): one launch per kernel, FLOPs, activations and tiles summed, weights
+        per layer. A ``per_row`` kernel (or one the hardware lists in ``per_row_kernels``: the backend loops
+        over rows for it there) instead costs what it costs in each cell alone, summed over the cells, and
+        every cell pays the hardware's ``cell_overhead_s``; the row-looped share of the other kernels
+        (``row_loop_fraction``) pays one more launch per extra cell."""
+        hw = self.hardware
         distinct = len(cell_tokens) if num_layers is None else num_layers
         lone = len(cell_tokens) == 1
-        row_looped = self.hardware.per_row_kernels
-        per_row_s = len(cell_tokens) * self.hardware.cell_overhead_s
+        row_looped = hw.per_row_kernels
+        per_row_s = len(cell_tokens) * hw.cell_overhead_s
         flops: dict[tuple[str, int], float] = {}
         activations: dict[tuple[str, int], float] = {}
         weights: dict[tuple[str, int], float] = {}
         matmul: dict[tuple[str, int], bool] = {}
+        tiles: dict[tuple[str, int], int] = {}
+        executed: dict[tuple[str, int], float] = {}
         for tokens in cell_tokens:
             for key, kernel in self.kernels(tokens):
                 if kernel.per_row or kernel.name in row_looped:
                     per_row_s += self.kernel_time_s(
-                        kernel.flops, kernel.weight_bytes + kernel.activation_bytes, kernel.matmul, kernel.name, lone
+                        kernel.flops, kernel.weight_bytes + kernel.activation_bytes, kernel.matmul, kernel.name, lone,
+                        kernel.tiles, kernel.useful_fraction,
                     )
                     continue
+                # executed work where tiles waste some (``kernel_time_s`` divides by the useful fraction)
+                executed[key] = executed.get(key, 0.0) + kernel.flops / kernel.useful_fraction
                 flops[key] = flops.get(key, 0.0) + kernel.flops
                 activations[key] = activations.get(key, 0.0) + kernel.activation_bytes
                 weights[key] = max(weights.get(key, 0.0), kernel.weight_bytes)
                 matmul[key] = kernel.matmul
-        return per_row_s + sum(
-            self.kernel_time_s(flops[key], activations[key] + distinct * weights[key], matmul[key], key[0], lone)
+                tiles[key] = tiles.get(key, 0) + kernel.tiles
+        extra_launches = hw.row_loop_fraction * len(flops) * (len(cell_tokens) - 1) * hw.launch_overhead_s
+        return per_row_s + extra_launches + sum(
+            self.kernel_time_s(
+                flops[key], activations[key] + distinct * weights[key], matmul[key], key[0], lone, tiles[key],
+                flops[key] / executed[key] if executed[key] else 1.0,
+            )
             for key in flops
         )
 
@@ -152,4 +204,4 @@ class CostModel:
         return StepProfile(duration, running, consumed, produced)
 
 
-__all__ = ["CostModel", "StepProfile"]
+__all__ = ["CostModel", "StepProfile", "wave_utilization"]

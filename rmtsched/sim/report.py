@@ -7,34 +7,35 @@ from typing import Any
 from rmtsched.sim.study import Study, StudyRun
 
 
-def run_record(study: Study, run: StudyRun, compare: bool) -> dict[str, Any]:
-    """The JSON object of one schedule; ``compare`` adds speedups against sequential and full attention."""
+def run_record(study: Study, run: StudyRun) -> dict[str, Any]:
+    """The JSON object of one schedule, with speedups against sequential (None when it was not run) and
+    against full attention, and the model's recurrent state beside full attention's KV cache."""
     spec, result, baseline = study.spec, run.result, study.full_attention.result
-    record: dict[str, Any] = {
+    sequential = study.run("sequential")
+    return {
         "schedule": run.schedule,
         "model": spec.name,
         "family": spec.family,
         "hardware": study.hardware.name,
+        "runtime": study.hardware.runtime,
         "seq_len": study.seq_len,
         "segment_len": spec.segment_len,
         "mem_tokens": spec.mem_tokens,
+        "batch_size": study.batch_size,
         "layers": study.graph.num_layers,
         "segments": study.graph.num_segments,
         "max_width": study.max_width,
         **result.to_dict(),
         "memory_capacity_bytes": study.hardware.memory_bytes,
         "fits_in_memory": run.fits_in_memory,
+        "memory_state_bytes": study.memory_state_bytes,
         "full_attention_makespan_s": baseline.makespan_s,
         "full_attention_peak_memory_bytes": baseline.max_peak_memory_bytes,
+        "full_attention_kv_cache_bytes": study.kv_cache_bytes,
         "full_attention_fits_in_memory": study.full_attention.fits_in_memory,
+        "speedup_vs_sequential": sequential.result.makespan_s / result.makespan_s if sequential else None,
+        "speedup_vs_full_attention": baseline.makespan_s / result.makespan_s,
     }
-    if compare:
-        sequential = study.run("sequential")
-        record["speedup_vs_sequential"] = (
-            sequential.result.makespan_s / result.makespan_s if sequential is not None else None
-        )
-        record["speedup_vs_full_attention"] = baseline.makespan_s / result.makespan_s
-    return record
 
 
 def _time(seconds: float) -> str:
@@ -54,14 +55,19 @@ def format_table(study: Study, compare: bool) -> str:
     header = (
         f"{spec.name} on {study.hardware.name}: {study.seq_len:,} tokens = {graph.num_segments:,} segments of "
         f"{spec.segment_len} (+{spec.mem_tokens} memory tokens) x {graph.num_layers} layers = "
-        f"{graph.num_cells:,} cells; engine {study.engine}; memory {_bytes(study.hardware.memory_bytes)}/device"
+        f"{graph.num_cells:,} cells{f', batch {study.batch_size}' if study.batch_size > 1 else ''}; engine "
+        f"{study.engine}; runtime {study.hardware.runtime or '-'}; memory {_bytes(study.hardware.memory_bytes)}/device"
+    )
+    state = (
+        f"recurrent state {_bytes(study.memory_state_bytes)} vs full attention's KV cache "
+        f"{_bytes(study.kv_cache_bytes)}"
     )
     columns = ["schedule", "devices", "steps", "makespan", "util", "bubble", "peak mem", "fits"]
     if compare:
         columns += ["vs sequential", "vs full-attn"]
     rows = []
     for run in (*study.runs, study.full_attention):
-        record = run_record(study, run, compare)
+        record = run_record(study, run)
         row = [
             run.schedule,
             str(record["devices"]),
@@ -77,7 +83,7 @@ def format_table(study: Study, compare: bool) -> str:
             row += [f"{vs_sequential:.2f}x" if vs_sequential else "-", f"{record['speedup_vs_full_attention']:.2f}x"]
         rows.append(row)
     widths = [max(len(col), *(len(row[i]) for row in rows)) for i, col in enumerate(columns)]
-    lines = [header, "  ".join(col.ljust(w) for col, w in zip(columns, widths, strict=True)).rstrip()]
+    lines = [header, state, "  ".join(col.ljust(w) for col, w in zip(columns, widths, strict=True)).rstrip()]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines)
 

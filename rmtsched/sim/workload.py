@@ -6,6 +6,7 @@ full-attention baseline, or a plug-in ``RecurrentModel``), so the engines never 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -67,6 +68,36 @@ def head_bytes(spec: ModelSpec) -> float:
     return float((spec.vocab_size + 1) * spec.d_model * spec.dtype_bytes)
 
 
+def batched_kernels(cell_kernels: CellKernels, batch_size: int, tokens: int) -> list[KernelWork]:
+    """A cell run on ``batch_size`` sequences at once: work, activations and tiles scale with the batch,
+    the layer's weights are read once (attention stays per sequence: B n^2, not (B n)^2)."""
+    return [
+        dataclasses.replace(
+            kernel, flops=kernel.flops * batch_size, activation_bytes=kernel.activation_bytes * batch_size,
+            tiles=kernel.tiles * batch_size,
+        )
+        for kernel in cell_kernels(tokens)
+    ]
+
+
+def _scaled_bytes(hidden_bytes: Callable[[int], float], batch_size: int, tokens: int) -> float:
+    return batch_size * hidden_bytes(tokens)
+
+
+def with_batch(workload: Workload, batch_size: int) -> Workload:
+    """``workload`` on ``batch_size`` sequences per cell: per-sequence state and hidden states times B."""
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise SpecError(f"batch size must be a positive integer, got {batch_size!r}")
+    if batch_size == 1:
+        return workload
+    return dataclasses.replace(
+        workload,
+        cell_kernels=partial(batched_kernels, workload.cell_kernels, batch_size),
+        hidden_bytes=partial(_scaled_bytes, workload.hidden_bytes, batch_size),
+        state_bytes_per_layer=workload.state_bytes_per_layer * batch_size,
+    )
+
+
 def workload_from_spec(spec: ModelSpec) -> Workload:
     """The ARMT/RMT model of ``spec``: ARMT keeps A_l (phi x d) and z_l (phi) per layer; RMT carries its
     M memory tokens from the last layer of one segment to the first layer of the next."""
@@ -125,10 +156,12 @@ def workload_from_model(
 __all__ = [
     "CellKernels",
     "Workload",
+    "batched_kernels",
     "embedding_bytes",
     "full_attention_workload",
     "head_bytes",
     "no_bytes",
+    "with_batch",
     "workload_from_model",
     "workload_from_spec",
 ]

@@ -17,10 +17,26 @@ from __future__ import annotations
 from rmtsched.specs.cost import KernelWork
 from rmtsched.specs.model import ModelSpec
 
+# Output tile edge of a GPU GEMM and query block of a flash attention: 128 is the common choice of cuBLAS /
+# CUTLASS bf16 kernels and of FlashAttention-2 on A100/H100 (``KernelWork.tiles``).
+TILE = 128
+
+
+def tiles(rows: int, cols: int) -> int:
+    """128 x 128 output tiles of a rows x cols result (a GEMM's blocks of parallel work)."""
+    return -(-rows // TILE) * -(-cols // TILE)
+
 
 def causal_pairs(n: int) -> int:
     """(query, key) pairs a causal mask keeps on n tokens: n (n + 1) / 2."""
     return n * (n + 1) // 2
+
+
+def causal_block_pairs(n: int) -> int:
+    """(query, key) pairs a block-tiled causal attention computes on n tokens: every TILE-query block runs
+    over whole TILE-key blocks up to and including its diagonal one (the masked half of that one is wasted)."""
+    blocks = -(-n // TILE)
+    return sum(min(TILE, n - i * TILE) * min(n, (i + 1) * TILE) for i in range(blocks))
 
 
 def decoder_layer_kernels(spec: ModelSpec, n: int) -> list[KernelWork]:
@@ -30,17 +46,20 @@ def decoder_layer_kernels(spec: ModelSpec, n: int) -> list[KernelWork]:
     pairs = causal_pairs(n)
     return [
         KernelWork("attn_norm", 4 * n * d, d * b, 2 * n * d * b, matmul=False),
-        KernelWork("qkv_proj", 2 * n * d * qkv, d * qkv * b, n * (d + qkv) * b),
+        KernelWork("qkv_proj", 2 * n * d * qkv, d * qkv * b, n * (d + qkv) * b, tiles=tiles(n, qkv)),
         # cos/sin tables are read once per token (head_dim each) and applied to q and k.
         KernelWork("rotary", 3 * n * (d + kv), 0, (2 * n * (d + kv) + 2 * n * spec.head_dim) * b, matmul=False),
         # QK^T and PV over the kept pairs (2 * d FLOPs per pair each) plus the softmax (5 per score per head).
-        KernelWork("attention", 4 * d * pairs + 5 * spec.num_heads * pairs, 0, n * (qkv + d) * b),
-        KernelWork("o_proj", 2 * n * d * d, d * d * b, 2 * n * d * b),
+        KernelWork(
+            "attention", 4 * d * pairs + 5 * spec.num_heads * pairs, 0, n * (qkv + d) * b,
+            tiles=tiles(n, TILE) * spec.num_heads, useful_fraction=pairs / causal_block_pairs(n),
+        ),
+        KernelWork("o_proj", 2 * n * d * d, d * d * b, 2 * n * d * b, tiles=tiles(n, d)),
         KernelWork("attn_residual", n * d, 0, 3 * n * d * b, matmul=False),
         KernelWork("mlp_norm", 4 * n * d, d * b, 2 * n * d * b, matmul=False),
-        KernelWork("gate_up_proj", 2 * n * d * 2 * f, d * 2 * f * b, n * (d + 2 * f) * b),
+        KernelWork("gate_up_proj", 2 * n * d * 2 * f, d * 2 * f * b, n * (d + 2 * f) * b, tiles=tiles(n, 2 * f)),
         KernelWork("swiglu", 5 * n * f, 0, 3 * n * f * b, matmul=False),
-        KernelWork("down_proj", 2 * n * f * d, f * d * b, n * (f + d) * b),
+        KernelWork("down_proj", 2 * n * f * d, f * d * b, n * (f + d) * b, tiles=tiles(n, d)),
         KernelWork("mlp_residual", n * d, 0, 3 * n * d * b, matmul=False),
     ]
 
@@ -49,10 +68,13 @@ def associative_read_kernels(spec: ModelSpec, n: int) -> list[KernelWork]:
     """ARMT read on every token: q = W_q h, phi(q) by DPFP-nu, o = A^T phi / (z . phi + eps), h += o."""
     d, dm, phi, b = spec.d_model, spec.mem_key_dim, spec.phi_dim, spec.dtype_bytes
     return [
-        KernelWork("mem_read_key", 2 * n * d * dm, d * dm * b, n * (d + dm) * b),
+        KernelWork("mem_read_key", 2 * n * d * dm, d * dm * b, n * (d + dm) * b, tiles=tiles(n, dm)),
         # DPFP: relu(k), relu(-k) (2 dm), then nu products x * roll(x, i) (phi_dim).
         KernelWork("mem_read_phi", n * (2 * dm + phi), 0, n * (dm + phi) * b, matmul=False),
-        KernelWork("mem_read", 2 * n * phi * d + 2 * n * phi, 0, (phi * d + phi + n * phi + n * d + n) * b),
+        KernelWork(
+            "mem_read", 2 * n * phi * d + 2 * n * phi, 0, (phi * d + phi + n * phi + n * d + n) * b,
+            tiles=tiles(n, d),
+        ),
         KernelWork("mem_read_apply", 2 * n * d + n, 0, (3 * n * d + n) * b, matmul=False),
     ]
 
@@ -64,10 +86,16 @@ def associative_write_kernels(spec: ModelSpec) -> list[KernelWork]:
         return []
     return [
         # W_k (d -> dm), W_v (d -> d) and W_beta (d -> 1) as one grouped projection of the memory tokens.
-        KernelWork("mem_write_proj", 2 * m * d * (dm + d + 1), d * (dm + d + 1) * b, m * (2 * d + dm + 1) * b),
+        KernelWork(
+            "mem_write_proj", 2 * m * d * (dm + d + 1), d * (dm + d + 1) * b, m * (2 * d + dm + 1) * b,
+            tiles=tiles(m, dm + d + 1),
+        ),
         # DPFP of the keys plus the sigmoid of beta (4 FLOPs each).
         KernelWork("mem_write_phi", m * (2 * dm + phi) + 4 * m, 0, m * (dm + phi + 2) * b, matmul=False),
-        KernelWork("mem_write_prev", 2 * m * phi * d + 2 * m * phi + m * d, 0, (phi * d + phi + m * phi + m * d) * b),
+        KernelWork(
+            "mem_write_prev", 2 * m * phi * d + 2 * m * phi + m * d, 0, (phi * d + phi + m * phi + m * d) * b,
+            tiles=tiles(m, d),
+        ),
         # Outer-product accumulation 2 M phi d, (v - v_prev) * beta 2 M d, A += 1 per entry,
         # gamma = 1 - (z . phi) / |phi|^2 (4 phi + 2 per token), z += gamma phi (2 phi per token).
         KernelWork(
@@ -75,6 +103,7 @@ def associative_write_kernels(spec: ModelSpec) -> list[KernelWork]:
             2 * m * phi * d + 2 * m * d + phi * d + m * (6 * phi + 2),
             0,
             (2 * phi * d + 2 * phi + m * phi + 2 * m * d + m) * b,
+            tiles=tiles(phi, d),
         ),
     ]
 
@@ -101,11 +130,14 @@ def total_flops(kernels: list[KernelWork]) -> float:
 
 
 __all__ = [
+    "TILE",
     "armt_cell_kernels",
     "associative_read_kernels",
     "associative_write_kernels",
+    "causal_block_pairs",
     "causal_pairs",
     "decoder_layer_kernels",
     "full_attention_layer_kernels",
+    "tiles",
     "total_flops",
 ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rmtsched.errors import SpecError
+
 
 @dataclass(frozen=True)
 class KernelWork:
@@ -20,6 +22,12 @@ class KernelWork:
     ``per_row`` marks a kernel a width-w step launches once per cell (a per-row loop kept for batch
     invariance: SDPA per row, ``RowMatmul``'s row fallback), so batching amortises neither its launch
     nor its efficiency ramp.
+    ``tiles`` counts the kernel's independent blocks of work per cell (a GEMM's 128 x 128 output tiles, a
+    flash attention's 128-query blocks per head), which a GPU spreads over its SMs in waves; 0 = unknown
+    (no wave quantisation). A batched step runs the tiles of all its cells in one launch.
+    ``useful_fraction`` is the share of the work a tiled (GPU) kernel executes that ``flops`` counts: a
+    flash attention computes whole 128 x 128 blocks, and the causal mask keeps about half of each
+    diagonal block, so on short sequences a good part of its work is masked away.
     """
 
     name: str
@@ -28,3 +36,9 @@ class KernelWork:
     activation_bytes: float = 0.0
     matmul: bool = True
     per_row: bool = False
+    tiles: int = 0
+    useful_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.useful_fraction <= 1:
+            raise SpecError(f"kernel {self.name!r}: useful_fraction must be in (0, 1], got {self.useful_fraction!r}")

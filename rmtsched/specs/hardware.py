@@ -48,6 +48,20 @@ class HardwareSpec:
     cells. Measured here through the executor: at d_model 512 on 2 threads a one-cell step cost 1.38-1.5x
     the per-cell time of a two-cell step, though isolated GEMMs in a hot loop showed no such gap; 1 (the
     presets) means no such effect. ``rmtsched calibrate`` fits it on whole steps and runs.
+
+    How the device is driven (the runtime). On an accelerator the host issues kernels asynchronously, so
+    a step takes ``max(host, device)``: host time is ``host_step_overhead_s`` + ``host_overhead_s`` per
+    kernel launched + ``host_cell_overhead_s`` per cell (Python work per cell, no kernel) +
+    ``host_row_overhead_s`` per extra launch of a row-looped kernel; device time is the roofline sum above.
+    Eager PyTorch pays tens of microseconds of host time per modelled kernel (several framework ops from
+    Python each), captured CUDA graphs one launch per step. All host fields 0 (a CPU, where the
+    dispatch is the device's own time and ``launch_overhead_s`` carries it) leaves the additive model.
+    ``row_loop_fraction`` is the share of a multi-cell step's kernels the backend runs as a loop over rows
+    (``RowMatmul``'s auto mode where a batch-invariance probe failed). ``sm_count`` > 0 turns on wave
+    quantisation: a kernel's ``KernelWork.tiles`` (summed over a step's cells) fill
+    ``ceil(tiles / sm_count)`` waves, and only the filled share of the last wave does work.
+    ``runtime_profiles`` maps a runtime name ("eager", "graphs") to the field values it sets;
+    ``with_runtime(name)`` applies one and records it in ``runtime``.
     """
 
     name: str
@@ -69,6 +83,14 @@ class HardwareSpec:
     per_row_kernels: tuple[str, ...] = ()
     cell_overhead_s: float = 0.0
     lone_cell_slowdown: float = 1.0
+    host_overhead_s: float = 0.0
+    host_cell_overhead_s: float = 0.0
+    host_step_overhead_s: float = 0.0
+    host_row_overhead_s: float = 0.0
+    row_loop_fraction: float = 0.0
+    sm_count: int = 0
+    runtime: str = ""
+    runtime_profiles: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -105,6 +127,40 @@ class HardwareSpec:
                 f"hardware {self.name!r}: per_row_kernels must be a list of kernel names, got {self.per_row_kernels!r}"
             )
         object.__setattr__(self, "per_row_kernels", tuple(self.per_row_kernels))
+        self._check_runtime_fields()
+
+    def _check_runtime_fields(self) -> None:
+        """The host-overhead, wave and runtime-profile fields (see the class docstring)."""
+        for name in ("host_overhead_s", "host_cell_overhead_s", "host_step_overhead_s", "host_row_overhead_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 <= value < math.inf:
+                raise SpecError(f"hardware {self.name!r}: {name} must be a finite number >= 0, got {value!r}")
+        if not isinstance(self.row_loop_fraction, int | float) or not 0 <= self.row_loop_fraction <= 1:
+            raise SpecError(
+                f"hardware {self.name!r}: row_loop_fraction must be in [0, 1], got {self.row_loop_fraction!r}"
+            )
+        if not isinstance(self.sm_count, int) or isinstance(self.sm_count, bool) or self.sm_count < 0:
+            raise SpecError(f"hardware {self.name!r}: sm_count must be an integer >= 0, got {self.sm_count!r}")
+        if not isinstance(self.runtime_profiles, Mapping):
+            raise SpecError(
+                f"hardware {self.name!r}: runtime_profiles must map runtime names to field values, "
+                f"got {self.runtime_profiles!r}"
+            )
+        settable = {f.name for f in dataclasses.fields(self)} - {"name", "runtime", "runtime_profiles", "notes"}
+        for runtime, values in self.runtime_profiles.items():
+            if not isinstance(values, Mapping) or set(values) - settable:
+                raise SpecError(
+                    f"hardware {self.name!r}: runtime profile {runtime!r} must map spec fields to values, got "
+                    f"{values!r}; settable fields: {sorted(settable)}"
+                )
+
+    def with_runtime(self, runtime: str) -> HardwareSpec:
+        """This device driven by ``runtime`` ("eager", "graphs"): the profile's values replace the fields."""
+        if runtime not in self.runtime_profiles:
+            raise SpecError(
+                f"hardware {self.name!r} has no runtime {runtime!r}: expected one of {sorted(self.runtime_profiles)}"
+            )
+        return self.replace(**self.runtime_profiles[runtime], runtime=runtime)
 
     def matmul_peak_flops_per_s(self, dtype: int | str) -> float:
         """Dense matmul peak for a dtype name ("bf16") or element size in bytes (2 -> bf16, 4 -> fp32, 1 -> fp8)."""
@@ -132,6 +188,7 @@ class HardwareSpec:
         data["kernel_efficiency"] = dict(self.kernel_efficiency)
         data["kernel_launch_overhead_s"] = dict(self.kernel_launch_overhead_s)
         data["per_row_kernels"] = list(self.per_row_kernels)
+        data["runtime_profiles"] = {name: dict(values) for name, values in self.runtime_profiles.items()}
         return data
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -182,21 +239,61 @@ def load_hardware_spec(name_or_path: str | Path) -> HardwareSpec:
     return _PRESETS.load(name_or_path)
 
 
-# Efficiency and overhead assumptions shared by the GPU presets, until calibration fits real ones:
-# large bf16 GEMMs reach ~70% of dense peak with cuBLAS, a ~1 GFLOP GEMM about half of that; streaming
-# kernels reach ~85% of HBM bandwidth; PyTorch eager pays ~5 us per kernel launch and dispatch.
-_GPU_EFFICIENCY = dict(
-    launch_overhead_s=5e-6,
-    matmul_efficiency=0.7,
-    matmul_half_flops=1e9,
-    vector_efficiency=0.5,
-    memory_efficiency=0.85,
-    memory_half_bytes=2e6,
-    link_latency_s=10e-6,
-    num_devices=8,
+# How the GPU presets are driven, and why (bench/README.md, "Simulator on GPUs", has the replay against the
+# H200 measurements). Per modelled kernel (specs/armt_cost.py: 19 per ARMT cell), eager PyTorch running
+# our backend from Python costs 73 us of host time: fitted by `rmtsched calibrate --device cuda` on the
+# one H200 host this project measured (bench/README.md), where a one-cell step of armt-small spent its
+# time launching. It is a property of the host and the framework, not of the GPU, so all GPU presets use
+# it. Per cell of a step the executor does Python work without kernels (take/put/unbind; the CPU executor
+# measured +1.3% over a hand-written loop, ~30 us a cell on this 2-core host: ~10 us on a server CPU);
+# per step ~20 us (grouping runs, one stack, the forward_layers call); one extra row of a row-looped GEMM
+# is one eager op, ~10 us (PyTorch dispatch + cudaLaunchKernel from Python, commonly 5-10 us). On the
+# device an eager kernel costs at least ~4 us (launch latency plus a tail); a kernel node of a captured
+# CUDA graph ~1.5 us, and one graph launch per step ~10 us of host time replaces the per-op host cost.
+_RUNTIMES = {
+    "eager": dict(
+        host_overhead_s=73e-6, host_cell_overhead_s=10e-6, host_step_overhead_s=20e-6, host_row_overhead_s=10e-6,
+        launch_overhead_s=4e-6,
+    ),
+    "graphs": dict(
+        host_overhead_s=0.0, host_cell_overhead_s=0.0, host_step_overhead_s=10e-6, host_row_overhead_s=0.0,
+        launch_overhead_s=1.5e-6,
+    ),
+}
+
+
+def _gpu(matmul_efficiency: float, attention_efficiency: float, sm_count: int, **figures: Any) -> HardwareSpec:
+    """A GPU preset run eagerly. Large bf16 GEMMs reach ``matmul_efficiency`` of dense peak (published cuBLAS
+    curves: ~80% on A100, ~70% on H100/H200 at 8k^3), a kernel's fill and drain cost ~1 us at that rate
+    (``matmul_half_flops``), output tiles run in waves over ``sm_count`` SMs; FlashAttention-2's forward
+    reaches ``attention_efficiency`` of peak at long sequences (its paper: ~60% on A100; ~35% on H100,
+    which it does not use Hopper's instructions for); streaming kernels ~85% of HBM bandwidth (STREAM-like
+    copies), ~0.5 us ramp (``memory_half_bytes``); elementwise math is memory-bound either way."""
+    peak = figures["matmul_flops_per_s"]["bf16"]
+    spec = HardwareSpec(
+        matmul_efficiency=matmul_efficiency,
+        matmul_half_flops=1e-6 * matmul_efficiency * peak,
+        kernel_efficiency={"attention": round(attention_efficiency / matmul_efficiency, 6)},
+        sm_count=sm_count,
+        vector_efficiency=0.5,
+        memory_efficiency=0.85,
+        memory_half_bytes=0.5e-6 * 0.85 * figures["memory_bandwidth_bytes_per_s"],
+        link_latency_s=10e-6,
+        num_devices=8,
+        launch_overhead_s=_RUNTIMES["eager"]["launch_overhead_s"],
+        runtime_profiles=_RUNTIMES,
+        **figures,
+    )
+    return register_hardware_spec(spec.with_runtime("eager"))
+
+
+_RUNTIME_NOTE = (
+    " Efficiencies: see _gpu in rmtsched/specs/hardware.py. Runtime eager (default; 73 us host per modelled "
+    "kernel, measured on an H200 host with this backend) or graphs (--runtime graphs)."
 )
 
-H100_SXM = register_hardware_spec(HardwareSpec(
+H100_SXM = _gpu(
+    0.7, 0.35, 132,
     name="h100-sxm",
     matmul_flops_per_s={"fp8": 1979e12, "bf16": 989e12, "fp16": 989e12, "tf32": 494.5e12, "fp32": 67e12},
     vector_flops_per_s=67e12,
@@ -206,12 +303,12 @@ H100_SXM = register_hardware_spec(HardwareSpec(
     notes=(
         "NVIDIA H100 SXM5 datasheet (nvidia.com/en-us/data-center/h100): dense (no sparsity) tensor-core "
         "peaks 989 TFLOP/s bf16/fp16, 1979 fp8, 494.5 tf32; 67 TFLOP/s fp32 non-tensor; 80 GB HBM3 at "
-        "3.35 TB/s; NVLink 4 900 GB/s per GPU (total, both directions). Efficiencies are assumptions."
+        "3.35 TB/s; NVLink 4 900 GB/s per GPU (total, both directions); 132 SMs." + _RUNTIME_NOTE
     ),
-    **_GPU_EFFICIENCY,
-))
+)
 
-H200 = register_hardware_spec(HardwareSpec(
+H200 = _gpu(
+    0.7, 0.35, 132,
     name="h200",
     matmul_flops_per_s={"fp8": 1979e12, "bf16": 989e12, "fp16": 989e12, "tf32": 494.5e12, "fp32": 67e12},
     vector_flops_per_s=67e12,
@@ -220,12 +317,12 @@ H200 = register_hardware_spec(HardwareSpec(
     link_bandwidth_bytes_per_s=900e9,
     notes=(
         "NVIDIA H200 SXM datasheet (nvidia.com/en-us/data-center/h200): the H100's compute (989 TFLOP/s "
-        "dense bf16) with 141 GB HBM3e at 4.8 TB/s; NVLink 900 GB/s per GPU. Efficiencies are assumptions."
+        "dense bf16, 132 SMs) with 141 GB HBM3e at 4.8 TB/s; NVLink 900 GB/s per GPU." + _RUNTIME_NOTE
     ),
-    **_GPU_EFFICIENCY,
-))
+)
 
-A100_80GB = register_hardware_spec(HardwareSpec(
+A100_80GB = _gpu(
+    0.8, 0.6, 108,
     name="a100-80gb",
     matmul_flops_per_s={"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
     vector_flops_per_s=19.5e12,
@@ -234,11 +331,10 @@ A100_80GB = register_hardware_spec(HardwareSpec(
     link_bandwidth_bytes_per_s=600e9,
     notes=(
         "NVIDIA A100 80GB SXM datasheet (nvidia.com/en-us/data-center/a100): dense 312 TFLOP/s bf16/fp16, "
-        "156 tf32, 19.5 fp32; 80 GB HBM2e at 2,039 GB/s; NVLink 3 600 GB/s per GPU. No fp8. Efficiencies "
-        "are assumptions."
+        "156 tf32, 19.5 fp32; 80 GB HBM2e at 2,039 GB/s; NVLink 3 600 GB/s per GPU; 108 SMs. No fp8."
+        + _RUNTIME_NOTE
     ),
-    **_GPU_EFFICIENCY,
-))
+)
 
 CPU_GENERIC = register_hardware_spec(HardwareSpec(
     name="cpu-generic",

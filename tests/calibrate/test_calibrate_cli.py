@@ -57,7 +57,7 @@ def test_simulate_accepts_the_calibrated_spec(capsys, quick_spec: Path) -> None:
                            str(quick_spec), "--schedule", "all", "--json")
     assert code == 0
     records = json.loads(out)
-    assert [r["schedule"] for r in records] == ["sequential", "diagonal"]
+    assert [r["schedule"] for r in records] == ["sequential", "diagonal", "greedy", "pipelined"]  # every registered one
     assert all(r["hardware"] == "calibrated-cpu-fp32" and r["makespan_s"] > 0 for r in records)
 
 

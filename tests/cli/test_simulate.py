@@ -25,9 +25,9 @@ def test_all_prints_a_table_with_speedups(capsys) -> None:
                             "--schedule", "all")
     assert code == 0
     assert "16,384 tokens = 16 segments" in out
-    for word in ("sequential", "diagonal", "full-attention", "vs sequential", "vs full-attn"):
+    for word in ("sequential", "diagonal", "greedy", "pipelined", "full-attention", "vs sequential", "vs full-attn",
+                 "runtime eager", "KV cache"):
         assert word in out
-    assert "pipelined" not in out
 
 
 @pytest.mark.parametrize("engine", ["des", "analytic"])
@@ -36,7 +36,8 @@ def test_all_json_lists_every_schedule_with_speedups(capsys, engine: str) -> Non
                             "--schedule", "all", "--devices", "2", "--engine", engine, "--json")
     records = json.loads(out)
     assert code == 0
-    assert [r["schedule"] for r in records] == ["sequential", "diagonal", "pipelined"]
+    assert [r["schedule"] for r in records] == ["sequential", "diagonal", "greedy", "pipelined"]
+    assert [r["engine"] for r in records] == ([engine] * 2 + ["des", engine])  # greedy has no closed form
     for record in records:
         assert set(record) >= REQUIRED_KEYS | {"speedup_vs_sequential", "speedup_vs_full_attention"}
         assert (record["layers"], record["segments"], record["cells"], record["seq_len"]) == (4, 16, 64, 1000)
@@ -44,7 +45,8 @@ def test_all_json_lists_every_schedule_with_speedups(capsys, engine: str) -> Non
             record["full_attention_makespan_s"] / record["makespan_s"])
     assert records[0]["speedup_vs_sequential"] == 1.0
     assert records[1]["speedup_vs_sequential"] > 1.0  # diagonal batching amortises launches
-    assert records[2]["devices"] == 2 and records[2]["bubble_fraction"] > 0
+    assert records[2]["makespan_s"] == records[1]["makespan_s"]  # greedy without a cap runs the diagonal steps
+    assert records[3]["devices"] == 2 and records[3]["bubble_fraction"] > 0
 
 
 def test_engines_agree_through_the_cli(capsys) -> None:
@@ -57,14 +59,27 @@ def test_engines_agree_through_the_cli(capsys) -> None:
         assert event["peak_memory_bytes"] == pytest.approx(closed["peak_memory_bytes"], rel=1e-9)
 
 
-def test_single_schedule_json_is_one_object_and_overrides_apply(capsys) -> None:
+def test_single_schedule_json_is_a_list_of_one_and_overrides_apply(capsys) -> None:
     code, out, _ = simulate(capsys, "--model", "rmt-tiny", "--seq-len", "300", "--segment-len", "32",
                             "--mem-tokens", "4", "--hardware", "a100-80gb", "--schedule", "diagonal", "--json")
-    record = json.loads(out)
+    [record] = json.loads(out)
     assert code == 0 and set(record) >= REQUIRED_KEYS
     assert (record["segment_len"], record["mem_tokens"], record["segments"]) == (32, 4, 10)
     assert record["steps"] == record["cells"] == 40  # global memory: a diagonal degrades to a chain
-    assert "speedup_vs_sequential" not in record
+    assert record["speedup_vs_sequential"] is None and record["runtime"] == "eager"
+
+
+def test_batch_size_and_runtime_change_the_prediction(capsys) -> None:
+    args = ["--model", "armt-llama-1b", "--seq-len", "8192", "--hardware", "h200", "--schedule", "diagonal", "--json"]
+    [one] = json.loads(simulate(capsys, *args)[1])
+    [eight] = json.loads(simulate(capsys, *args, "--batch-size", "8")[1])
+    [graphs] = json.loads(simulate(capsys, *args, "--runtime", "graphs")[1])
+    assert eight["batch_size"] == 8 and eight["memory_state_bytes"] == 8 * one["memory_state_bytes"]
+    assert one["makespan_s"] < eight["makespan_s"] < 8 * one["makespan_s"]
+    assert graphs["runtime"] == "graphs" and graphs["makespan_s"] < one["makespan_s"]
+    # ARMT's state: 16 layers x (phi x d + phi) bf16 values, against full attention's K and V of every token
+    assert one["memory_state_bytes"] == 16 * (384 * 2048 + 384) * 2
+    assert one["full_attention_kv_cache_bytes"] == 16 * 2 * 8192 * 512 * 2
 
 
 def test_a_model_that_does_not_fit_is_reported(capsys, tmp_path: Path) -> None:
@@ -75,7 +90,7 @@ def test_a_model_that_does_not_fit_is_reported(capsys, tmp_path: Path) -> None:
                               "--schedule", "all", "--json")
     records = json.loads(out)
     assert code == 0
-    assert [r["fits_in_memory"] for r in records] == [False, False]
+    assert [r["fits_in_memory"] for r in records] == [False] * 4
     assert records[0]["hardware"] == "h100-tiny-memory"
     assert "fits_in_memory: false" in err
 
@@ -86,7 +101,7 @@ def test_model_and_hardware_load_from_json_files(capsys, tmp_path: Path) -> None
                                  "mlp_dim": 64, "vocab_size": 100, "segment_len": 16, "mem_tokens": 2}))
     code, out, _ = simulate(capsys, "--model", str(model), "--seq-len", "64", "--hardware", "cpu-generic",
                             "--schedule", "sequential", "--json")
-    assert code == 0 and json.loads(out)["model"] == "mine"
+    assert code == 0 and json.loads(out)[0]["model"] == "mine"
 
 
 def test_trace_and_plot_files_are_written_per_schedule(capsys, tmp_path: Path) -> None:
@@ -94,7 +109,7 @@ def test_trace_and_plot_files_are_written_per_schedule(capsys, tmp_path: Path) -
                           "--schedule", "all", "--devices", "2", "--trace", str(tmp_path / "t.json"),
                           "--plot", str(tmp_path / "g.png"))
     assert code == 0
-    for name in ("sequential", "diagonal", "pipelined"):
+    for name in ("sequential", "diagonal", "greedy", "pipelined"):
         assert json.loads((tmp_path / f"t.{name}.json").read_text())["traceEvents"]
         assert (tmp_path / f"g.{name}.png").stat().st_size > 0
 
@@ -107,7 +122,9 @@ def test_trace_and_plot_files_are_written_per_schedule(capsys, tmp_path: Path) -
         (["--model", "armt-tiny", "--seq-len", "0", "--hardware", "h100-sxm", "--schedule", "all"], "positive integer"),
         (["--model", "armt-tiny", "--seq-len", "10", "--hardware", "h100-sxm", "--schedule", "zigzag"], "zigzag"),
         (["--model", "armt-tiny", "--seq-len", "10", "--hardware", "h100-sxm", "--schedule", "greedy",
-          "--engine", "analytic"], "no closed form"),
+          "--runtime", "jit"], "no runtime 'jit'"),
+        (["--model", "armt-tiny", "--seq-len", "10", "--hardware", "h100-sxm", "--schedule", "greedy",
+          "--batch-size", "0"], "positive integer"),
         (["--model", "armt-tiny", "--seq-len", "10", "--hardware", "h100-sxm", "--schedule", "all",
           "--devices", "9"], "has 8 devices"),
         (["--model", "armt-tiny", "--seq-len", "10", "--hardware", "h100-sxm", "--schedule", "sequential",

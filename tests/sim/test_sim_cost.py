@@ -10,7 +10,7 @@ from sim_helpers import synthetic_workload, unit_hardware
 from rmtsched.sim import CostModel, armt_cell_kernels, full_attention_workload, workload_from_model, workload_from_spec
 from rmtsched.specs.armt_cost import causal_pairs, decoder_layer_kernels, total_flops
 from rmtsched.specs.cost import KernelWork
-from rmtsched.specs.hardware import available_hardware_specs, load_hardware_spec
+from rmtsched.specs.hardware import HardwareSpec, available_hardware_specs, load_hardware_spec
 from rmtsched.specs.model import load_model_spec
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -117,7 +117,11 @@ class PluginModel:
 
 
 def test_a_plugin_kernel_list_is_costed_kernel_by_kernel() -> None:
-    hardware = load_hardware_spec("h100-sxm")
+    hardware = HardwareSpec(  # H100 peaks with fixed ramps, no host model and no waves: every term by hand
+        name="h100-like", matmul_flops_per_s={"bf16": 989e12}, vector_flops_per_s=67e12,
+        memory_bandwidth_bytes_per_s=3.35e12, memory_bytes=80e9, launch_overhead_s=5e-6, matmul_efficiency=0.7,
+        matmul_half_flops=1e9, vector_efficiency=0.5, memory_efficiency=0.85, memory_half_bytes=2e6,
+    )
     cost = CostModel(workload_from_model(PluginModel(), dtype_bytes=2), hardware)
     peak, bandwidth = 989e12 * 0.7, 3.35e12 * 0.85
 

@@ -50,3 +50,21 @@ def test_analytic_results_have_no_timeline_to_draw() -> None:
     result = analytic_simulate("sequential", graph, CostModel(synthetic_workload(2, 1, 1), unit_hardware()))
     with pytest.raises(RmtschedError, match="des engine"):
         chrome_trace(result)
+
+
+def test_one_device_trace_has_a_track_per_layer_with_each_cell_spanning_its_step() -> None:
+    graph = CellGraph(4, (8,) * 8)
+    cost = CostModel(synthetic_workload(4, 2, 1), unit_hardware(launch=1))
+    schedule = make_schedule(graph, "diagonal")
+    trace = chrome_trace(simulate(schedule, graph, cost))
+    names = {e["tid"]: e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "thread_name"}
+    cells = [e for e in trace["traceEvents"] if e.get("cat") == "cell"]
+    steps = {e["args"]["step"]: e for e in trace["traceEvents"] if e.get("cat") == "step"}
+    assert len(cells) == graph.num_cells and sorted(set(names.values())) == ["device 0"] + [
+        f"layer {layer}" for layer in range(4)]
+    for event in cells:
+        layer, segment = (int(x) for x in event["name"][len("cell ("):-1].split(", "))
+        step = steps[event["args"]["step"]]
+        assert names[event["tid"]] == f"layer {layer}" and layer + segment == event["args"]["step"]  # the wavefront
+        assert (event["ts"], event["dur"]) == (step["ts"], step["dur"])
+    assert steps[3]["name"] == "step 3 (w=4)"

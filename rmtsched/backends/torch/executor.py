@@ -22,6 +22,7 @@ from rmtsched.sched import Cell, Schedule, build_cell_graph, split_segments
 from rmtsched.sched import validate as validate_schedule
 
 SegmentCallback = Callable[[int, torch.Tensor], None]
+StepHook = Callable[[int, str], None]  # (step index, "start" or "end")
 
 
 @dataclass(frozen=True)
@@ -169,12 +170,15 @@ def execute(
     on_segment_output: SegmentCallback | None = None,
     collect_outputs: bool = True,
     state: LayerState | None = None,
+    on_step: StepHook | None = None,
 ) -> ExecutionResult:
     """Run ``schedule`` on ``model`` over ``inputs`` (token ids ``[B, N]`` or embeddings ``[B, N, d]``).
 
     ``on_segment_output(segment, output)`` receives each segment's output in order; with
     ``collect_outputs=False`` nothing else is kept (streaming). ``validate=False`` skips the schedule
-    check (only for tests that show what an invalid schedule does). Runs under ``inference_mode``.
+    check (only for tests that show what an invalid schedule does). ``on_step(index, "start" | "end")``
+    brackets each step's work (``rmtsched.sim.trace.StepRecorder`` times a run with it). Runs under
+    ``inference_mode``.
     """
     layers = getattr(model, "layers", range(model.num_layers))
     if layers != range(model.num_layers):
@@ -188,8 +192,13 @@ def execute(
             )
             validate_schedule(schedule, graph)
         delivery = _OrderedDelivery(model, on_segment_output, collect_outputs)
-        for step in schedule.steps:
-            for segment, hidden in runner.run_step(step.cells):
+        for index, step in enumerate(schedule.steps):
+            if on_step is not None:
+                on_step(index, "start")
+            finished = runner.run_step(step.cells)
+            if on_step is not None:
+                on_step(index, "end")
+            for segment, hidden in finished:
                 delivery.add(segment, hidden)
     stats = ExecutionStats(
         steps=schedule.num_steps,
