@@ -3,6 +3,9 @@ one-rank executor against the naive reference loop for every single-device sched
 
 from __future__ import annotations
 
+import hashlib
+from types import SimpleNamespace
+
 import pytest
 import torch
 from dist_toy_model import ToyRecurrentModel, reference_run
@@ -10,6 +13,7 @@ from dist_toy_model import ToyRecurrentModel, reference_run
 from rmtsched.backends.distributed.executor import StageExecutor
 from rmtsched.backends.distributed.plan import build_plans, sorted_step
 from rmtsched.backends.distributed.sink import SegmentSink, outputs_sha256
+from rmtsched.backends.torch.executor import OrderedDelivery
 from rmtsched.errors import ScheduleError
 from rmtsched.sched import (
     Cell,
@@ -99,8 +103,18 @@ def test_one_rank_executor_is_bit_exact_with_the_reference_loop(scheduler, globa
 
 def test_sink_hashes_in_segment_order_whatever_the_arrival_order():
     outputs = [torch.full((1, 2), float(s)) for s in range(3)]
-    sink = SegmentSink()
+    sink = SegmentSink(keep_outputs=True)
+    delivery = OrderedDelivery(SimpleNamespace(segment_output=lambda hidden: hidden), sink, collect=False)
     for segment in (2, 0, 1):
-        sink.add(segment, outputs[segment])
-    assert sink.sha256() == outputs_sha256(outputs)
+        delivery.add(segment, outputs[segment])
+    assert sink.sha256() == outputs_sha256(outputs) and sink.num_segments == 3
+    assert all(torch.equal(sink.outputs[s], outputs[s]) for s in range(3))
     assert outputs_sha256(outputs) != outputs_sha256(outputs[::-1])
+
+
+def test_the_sink_hash_is_the_hash_rmtsched_run_prints():
+    """One implementation: independent sha256 of each output's native bytes, bf16 included."""
+    outputs = [torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(s)).to(torch.bfloat16) for s in range(2)]
+    outputs.append(torch.randn(4, 3, dtype=torch.float64).t())  # non-contiguous: hashed in row-major order
+    expected = hashlib.sha256(b"".join(o.contiguous().view(torch.uint8).numpy().tobytes() for o in outputs))
+    assert outputs_sha256(outputs) == expected.hexdigest()
