@@ -213,7 +213,9 @@ def _run_rank(job: RankJob, device: torch.device, env: TorchrunEnvironment) -> l
         error_type = DistributedConfigError if isinstance(exc.cause, RmtschedError) else DistributedError
         raise error_type(str(exc), kind="raised", rank=exc.rank, step=exc.step) from exc
     except RuntimeError as exc:  # a collective failed: a peer died or timed out
-        raise DistributedError(f"rank {env.rank} lost its peers: {_first_line(exc)}", kind="lost") from exc
+        raise DistributedError(
+            f"rank {env.rank} lost its peers: {_first_line(exc)}", kind="lost", rank=env.rank
+        ) from exc
     return reports
 
 
@@ -235,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_from_environment(args)
     except (RmtschedError, RunFailure) as exc:
         message = " ".join(str(exc).split())
-        print(f"rmtsched worker: rank {os.environ.get('RANK', '?')}: error: {message}", file=sys.stderr)
+        who = "" if getattr(exc, "rank", None) is not None else f"rank {os.environ.get('RANK', '?')}: "
+        print(f"rmtsched worker: {who}error: {message}", file=sys.stderr)
         return 2 if isinstance(exc, RmtschedError) else 3
     if result is not None:
         print(json.dumps(result) if args.json else _table(result))
