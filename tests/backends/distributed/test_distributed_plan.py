@@ -1,5 +1,6 @@
-"""Rank plans (no processes): who owns which layers, who sends what to whom in which order, and the
-one-rank executor against the naive reference loop for every single-device scheduler."""
+"""Rank plans (no processes): who owns which layers, who sends what to whom in which order, the one-rank
+executor against the naive reference loop for every single-device scheduler, the sink's hash, and whom a
+stall is blamed on."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 import torch
 from dist_toy_model import ToyRecurrentModel, reference_run
 
+from rmtsched.backends.distributed._board import RankPosition
 from rmtsched.backends.distributed.executor import StageExecutor
+from rmtsched.backends.distributed.launch import stopped_rank
 from rmtsched.backends.distributed.plan import build_plans, sorted_step
 from rmtsched.backends.distributed.sink import SegmentSink, outputs_sha256
 from rmtsched.backends.torch.executor import OrderedDelivery
@@ -118,3 +121,21 @@ def test_the_sink_hash_is_the_hash_rmtsched_run_prints():
     outputs.append(torch.randn(4, 3, dtype=torch.float64).t())  # non-contiguous: hashed in row-major order
     expected = hashlib.sha256(b"".join(o.contiguous().view(torch.uint8).numpy().tobytes() for o in outputs))
     assert outputs_sha256(outputs) == expected.hexdigest()
+
+
+def position(rank: int, phase: str, peer: int = -1, seconds_ago: float = 5.0) -> RankPosition:
+    return RankPosition(rank, seconds_ago, step=3, phase=phase, peer=peer, cell=Cell(rank, 0))
+
+
+@pytest.mark.parametrize(
+    ("positions", "blamed"),
+    [
+        ([position(0, "barrier"), position(1, "compute")], 1),  # a rank at a barrier is never the one that stopped
+        ([position(0, "join"), position(1, "setup"), position(2, "join")], 1),
+        ([position(0, "recv", peer=2), position(1, "compute"), position(2, "compute", seconds_ago=1.0)], 2),
+        ([position(0, "compute", seconds_ago=1.0), position(1, "compute", seconds_ago=9.0)], 1),
+        ([position(0, "recv", peer=1), position(1, "send", peer=0, seconds_ago=9.0)], 1),  # all wait: oldest
+    ],
+)
+def test_a_stall_is_blamed_on_a_rank_that_is_not_waiting_and_is_waited_on(positions, blamed):
+    assert stopped_rank(positions).rank == blamed
