@@ -6,7 +6,10 @@ launch costs a fraction of a second), serves the rendezvous store itself on a po
 watches: a rank that raises, dies, or a run where no rank moves for ``timeout_s`` ends every rank and raises
 a ``DistributedError`` naming the rank and the step. SIGTERM or SIGHUP to the launcher ends every rank the
 same way; a launcher killed outright is outlived by no rank (each watches its pid, see ``lifeline``).
-Nothing partial is ever returned as a success.
+Nothing partial is ever returned as a success. Why not torch's elastic agent (``torch.distributed.launcher``):
+it names a failed rank and forwards SIGTERM too, but cannot tell a stalled rank from one waiting on it,
+leaves its workers running when it is SIGKILLed, picks a "free" port that can race, and spawns each worker
+with a fresh torch import; torchrun (that agent) remains the way to run on several machines (``worker.py``).
 """
 
 from __future__ import annotations
