@@ -8,8 +8,9 @@ a ``DistributedError`` naming the rank and the step. SIGTERM or SIGHUP to the la
 same way; a launcher killed outright is outlived by no rank (each watches its pid, see ``lifeline``).
 Nothing partial is ever returned as a success. Why not torch's elastic agent (``torch.distributed.launcher``):
 it names a failed rank and forwards SIGTERM too, but cannot tell a stalled rank from one waiting on it,
-leaves its workers running when it is SIGKILLed, picks a "free" port that can race, and spawns each worker
-with a fresh torch import; torchrun (that agent) remains the way to run on several machines (``worker.py``).
+leaves its workers running when it is SIGKILLed, may hand workers a port found free but not reserved, and
+spawns each worker with a fresh torch import; torchrun (that agent) remains the way to run on several
+machines (``worker.py``).
 """
 
 from __future__ import annotations
