@@ -260,5 +260,7 @@ def _table(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    exit_with(os.getppid(), name="worker")  # end with torchrun's agent, even one killed outright
+    # End with torchrun's agent, even one killed outright. Watching starts after the imports: an agent killed
+    # in a worker's first seconds is not seen, and that worker ends at its --timeout instead.
+    exit_with(os.getppid(), name="worker")
     sys.exit(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -172,3 +173,52 @@ def test_the_lifeline_ends_a_process_when_the_watched_one_exits():
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+FAKE_AGENT = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    worker = subprocess.Popen([sys.executable, "-m", "rmtsched.backends.distributed.worker", *sys.argv[1:]])
+    print(worker.pid, flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def test_a_torchrun_worker_ends_when_its_agent_is_killed(tmp_path):
+    """torchrun's agent starts each worker in a session of its own and, SIGKILLed, leaves it running (measured:
+    workers computed on); the worker watches its parent. A stand-in agent starts rank 0 of two, which waits
+    for a peer that never comes, with its store listening (so it is past its start-up) until the agent dies."""
+    spec = tmp_path / "toy.json"
+    spec.write_text(
+        '{"name": "toy", "family": "rmt", "num_layers": 2, "d_model": 16, "num_heads": 2, "num_kv_heads": 1, '
+        '"mlp_dim": 32, "vocab_size": 37, "segment_len": 5, "mem_tokens": 2, "mem_key_dim": 4}'
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = dict(os.environ, RANK="0", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    options = ["--model", str(spec), "--seq-len", "10", "--timeout", "120"]
+    with open(tmp_path / "err", "w") as err:
+        agent = subprocess.Popen(
+            [sys.executable, "-c", FAKE_AGENT, *options], stdout=subprocess.PIPE, stderr=err, env=environment, text=True
+        )
+    worker = int(agent.stdout.readline())
+    try:
+        deadline = time.monotonic() + 60
+        while not listening(port):
+            assert time.monotonic() < deadline and living({worker}), (tmp_path / "err").read_text()[-3000:]
+            time.sleep(0.2)
+        agent.kill()
+        agent.wait()
+        assert wait_until_gone({worker}, ORPHAN_LIMIT_S) == set(), "the worker outlived its killed agent"
+        assert "its launcher" in (tmp_path / "err").read_text()
+    finally:
+        agent.kill()
+        agent.wait()
+        end_leftovers({worker})
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
