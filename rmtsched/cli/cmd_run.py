@@ -174,7 +174,9 @@ def _run_processes(
             raise
         raise DistributedError(message, kind=exc.kind, rank=exc.rank, step=exc.step,
                                remote_traceback=exc.remote_traceback) from exc
-    record = result.to_dict()
+    from rmtsched.cli.records import pipeline_record
+
+    record = pipeline_record(result)
     record["threads_per_process"] = threads
     return record
 

@@ -2,16 +2,19 @@
 
 Each rank holds one contiguous stage of layers and interprets its share of the same schedule IR the
 single-process executor runs, sending hidden states point to point. ``run_pipelined`` launches P local
-processes; ``python -m rmtsched.backends.distributed.worker`` is the entry point for ``torchrun``.
+processes; ``python -m rmtsched.backends.distributed.worker`` is the entry point for ``torchrun``. A
+failed run raises ``DistributedError`` (a ``RunFailure``), a configuration the ranks cannot run
+``DistributedConfigError`` (bad input); both name the rank and the step.
 """
 
-from rmtsched.backends.distributed.errors import DistributedError
+from rmtsched.backends.distributed.errors import DistributedConfigError, DistributedError
 from rmtsched.backends.distributed.launch import run_pipelined
 from rmtsched.backends.distributed.plan import RankPlan, build_plans
 from rmtsched.backends.distributed.result import PipelineResult, RankSummary
 from rmtsched.backends.distributed.sink import outputs_sha256
 
 __all__ = [
+    "DistributedConfigError",
     "DistributedError",
     "PipelineResult",
     "RankPlan",

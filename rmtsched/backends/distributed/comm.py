@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 
+from rmtsched.backends.distributed.errors import PeerLost
 from rmtsched.backends.distributed.plan import RankPlan
 from rmtsched.sched import Cell
 
@@ -37,14 +38,6 @@ def _encode_header(tensor: torch.Tensor) -> torch.Tensor:
 def _decode_header(header: torch.Tensor) -> tuple[torch.dtype, tuple[int, ...]]:
     values = header.tolist()
     return _DTYPES[values[0]], tuple(values[2 : 2 + values[1]])
-
-
-class PeerLost(RuntimeError):
-    """A message to or from ``peer`` failed: usually that rank died or was ended, so it is the one to blame."""
-
-    def __init__(self, peer: int, cell: Cell, phase: str, cause: BaseException):
-        super().__init__(f"lost rank {peer} while waiting to {phase} the output of {tuple(cell)}: {cause}")
-        self.peer = peer
 
 
 class _Pending:

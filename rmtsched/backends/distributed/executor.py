@@ -3,8 +3,8 @@
 The step itself is the single-process executor's ``StepRunner`` (gather inputs, one ``forward_layers``
 call per contiguous run, scatter outputs): the rank only adds the traffic around it. Before a step it
 receives every input produced on another rank and ``put``s it where the runner looks for it; after the
-step it ``take``s every output the plan sends and starts sending it. The last stage hands
-``segment_output`` of every segment to a sink.
+step it ``take``s every output the plan sends and starts sending it. The last stage hands every segment's
+output to a sink in segment order through the single-process executor's ``OrderedDelivery``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from rmtsched.backends.distributed.errors import StepFailure
 from rmtsched.backends.distributed.plan import RankPlan
 from rmtsched.backends.distributed.sink import SegmentSink
 from rmtsched.backends.protocol import LayerState, RecurrentModel
-from rmtsched.backends.torch.executor import StepRunner
+from rmtsched.backends.torch.executor import OrderedDelivery, StepRunner
 from rmtsched.sched import Cell
 
 # progress(step index, phase, peer, cell): called when the rank starts computing a step or blocks on a peer.
@@ -69,6 +69,7 @@ class StageExecutor:
         ``[batch, N, ...]`` (the runner reads only the batch size and the token count from it).
         """
         runner = StepRunner(self.model, inputs)
+        delivery = OrderedDelivery(self.model, sink, collect=False)
         link = self.link_factory(self._on_wait) if self.link_factory else None
         start = time.perf_counter()
         where = "setup"
@@ -81,8 +82,10 @@ class StageExecutor:
                 self.progress(index, "compute", self.plan.rank, cells[0])
                 self._receive_inputs(cells, runner, link)
                 for segment, hidden in runner.run_step(cells):
-                    sink.add(segment, self.model.segment_output(hidden))
+                    delivery.add(segment, hidden)
                 self._send_outputs(cells, runner, link)
+            where = "the end of the run"
+            self._check_delivered(delivery)
             where = "the final sends"
             if link is not None:
                 link.finish()
@@ -92,6 +95,12 @@ class StageExecutor:
         wait_s = link.wait_s if link is not None else 0.0
         times = StageTimes(busy_s=wall_s - wait_s, wait_s=wait_s, wall_s=wall_s)
         return times, self._own_state(runner.state)
+
+    def _check_delivered(self, delivery: OrderedDelivery) -> None:
+        if self.plan.runs_last_layer and delivery.next_segment != self.plan.num_segments:
+            raise RuntimeError(
+                f"segments {sorted(delivery.pending)} finished but segment {delivery.next_segment} never did"
+            )
 
     def _receive_inputs(self, cells: tuple[Cell, ...], runner: StepRunner, link: PeerLink | None) -> None:
         for cell in cells:

@@ -131,13 +131,13 @@ def run_job(job: RankJob, device: torch.device, progress: Progress | None = None
     times, sink, state = [], SegmentSink(), {}
     for repeat in range(job.repeat):
         if distributed:
-            dist.barrier()
+            _barrier(plan, progress)
         sink = SegmentSink(keep_outputs=job.keep_outputs and repeat == job.repeat - 1)
         with torch.inference_mode():
             run_times, state = executor.run(inputs, sink)
         times.append(run_times)
     if distributed:
-        dist.barrier()
+        _barrier(plan, progress)
     return RankReport(
         rank=plan.rank,
         layers=(plan.layers.start, plan.layers.stop),
@@ -148,6 +148,23 @@ def run_job(job: RankJob, device: torch.device, progress: Progress | None = None
         final_state=state,
         peak_memory_bytes=_peak_memory_bytes(device),
     )
+
+
+def rank_device(device: str, local_rank: int) -> torch.device:
+    """CPU ranks share the host; CUDA rank r uses GPU r of its machine."""
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _barrier(plan: RankPlan, progress: Progress | None) -> None:
+    """``dist.barrier()``, marked as a wait: a rank idling here must not look like the one that stopped."""
+    if progress is not None:
+        progress(-1, "barrier", -1, None)
+    dist.barrier()
+    if progress is not None:
+        progress(-1, "setup", plan.rank, None)
 
 
 def _peak_memory_bytes(device: torch.device) -> int:

@@ -4,28 +4,38 @@
 configurations fail fast), starts one process per rank (forkserver by default: torch is imported once, so a
 launch costs a fraction of a second), serves the rendezvous store itself on a port the OS picks, and then
 watches: a rank that raises, dies, or a run where no rank moves for ``timeout_s`` ends every rank and raises
-a ``DistributedError`` naming the rank and the step. Nothing partial is ever returned as a success.
+a ``DistributedError`` naming the rank and the step. SIGTERM or SIGHUP to the launcher ends every rank the
+same way; a launcher killed outright is outlived by no rank (each watches its pid, see ``lifeline``).
+Nothing partial is ever returned as a success. Why not torch's elastic agent (``torch.distributed.launcher``):
+it names a failed rank and forwards SIGTERM too, but cannot tell a stalled rank from one waiting on it,
+leaves its workers running when it is SIGKILLed, may hand workers a port found free but not reserved, and
+spawns each worker with a fresh torch import; torchrun (that agent) remains the way to run on several
+machines (``worker.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import multiprocessing
+import os
 import pickle
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from rmtsched.backends.distributed.board import ProgressBoard
-from rmtsched.backends.distributed.errors import DistributedError
+from rmtsched.backends.distributed._board import ProgressBoard, RankPosition
+from rmtsched.backends.distributed._rank import child_main
+from rmtsched.backends.distributed.errors import DistributedConfigError, DistributedError
 from rmtsched.backends.distributed.job import ModelFactory, RankJob, RankReport
 from rmtsched.backends.distributed.plan import RankPlan, build_plans
-from rmtsched.backends.distributed.rank import child_main
 from rmtsched.backends.distributed.result import PipelineResult, summarise
 from rmtsched.sched import CellGraph, Schedule, graph_for_tokens, make_schedule, warmup_graph
 
@@ -33,6 +43,7 @@ _POLL_S = 0.1
 _KILL_GRACE_S = 2.0
 _BLAME_GRACE_S = 1.0
 _STARTUP_S = 60.0
+_ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def run_pipelined(
@@ -68,7 +79,7 @@ def run_pipelined(
     _check_arguments(num_procs, device, threads_per_proc, timeout_s, repeat)
     if not isinstance(inputs, torch.Tensor) or inputs.dim() not in (2, 3) or inputs.shape[1] == 0:
         shape = list(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
-        raise DistributedError(
+        raise DistributedConfigError(
             f"inputs must be token ids [batch, tokens] or embeddings [batch, tokens, d_model] with at least one "
             f"token, got {shape}",
             kind="config",
@@ -105,19 +116,21 @@ def run_pipelined(
 
 def _check_arguments(num_procs: int, device: str, threads: int, timeout_s: float, repeat: int) -> None:
     if not isinstance(num_procs, int) or num_procs <= 0:
-        raise DistributedError(f"number of processes must be a positive integer, got {num_procs!r}", kind="config")
+        raise DistributedConfigError(
+            f"number of processes must be a positive integer, got {num_procs!r}", kind="config"
+        )
     if device not in ("cpu", "cuda"):
-        raise DistributedError(f"device must be 'cpu' or 'cuda', got {device!r}", kind="config")
+        raise DistributedConfigError(f"device must be 'cpu' or 'cuda', got {device!r}", kind="config")
     if device == "cuda" and torch.cuda.device_count() < num_procs:
-        raise DistributedError(
+        raise DistributedConfigError(
             f"{num_procs} processes on CUDA need {num_procs} GPUs, found {torch.cuda.device_count()}", kind="config"
         )
     if not isinstance(threads, int) or threads <= 0:
-        raise DistributedError(f"threads per process must be a positive integer, got {threads!r}", kind="config")
+        raise DistributedConfigError(f"threads per process must be a positive integer, got {threads!r}", kind="config")
     if not timeout_s > 0:
-        raise DistributedError(f"timeout must be positive seconds, got {timeout_s!r}", kind="config")
+        raise DistributedConfigError(f"timeout must be positive seconds, got {timeout_s!r}", kind="config")
     if not isinstance(repeat, int) or repeat <= 0:
-        raise DistributedError(f"repeat must be a positive integer, got {repeat!r}", kind="config")
+        raise DistributedConfigError(f"repeat must be a positive integer, got {repeat!r}", kind="config")
 
 
 def _warmup_plans(
@@ -139,7 +152,7 @@ def _pickle_job(job: RankJob) -> bytes:
     try:
         return pickle.dumps(job)
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
-        raise DistributedError(
+        raise DistributedConfigError(
             f"the model factory {job.model_factory!r} cannot be sent to a worker process ({exc}): use a "
             "module-level function or a functools.partial of one",
             kind="config",
@@ -156,7 +169,7 @@ def _launch(
 ) -> list[RankReport]:
     context = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
-        context.set_forkserver_preload(["torch", "rmtsched.backends.distributed.rank"])
+        context.set_forkserver_preload(["torch", "rmtsched.backends.distributed._rank"])
     world_size = len(blobs)
     # The parent serves the rendezvous store on a port the OS picks: no race for a "free" port.
     store = dist.TCPStore(
@@ -164,40 +177,47 @@ def _launch(
     )
     board = ProgressBoard(context, world_size)
     # Ranks' own process-group timeout is longer than the watchdog's, so the watchdog (which can blame the
-    # rank everyone waits on) speaks first; it still ends ranks whose parent vanished.
+    # rank everyone waits on) speaks first.
     group_timeout_s = 2 * timeout_s + 10
     processes, connections = [], []
     try:
-        for rank, blob in enumerate(blobs):
-            receiver, sender = context.Pipe(duplex=False)
-            process = context.Process(
-                target=child_main,
-                args=(
-                    rank,
-                    world_size,
-                    store.port,
-                    backend,
-                    device,
-                    blob,
-                    sender,
-                    board,
-                    group_timeout_s,
-                    threads,
-                    list(sys.path),
-                ),
-                name=f"rmtsched-rank-{rank}",
-                daemon=True,
-            )
-            process.start()
-            sender.close()
-            processes.append(process)
-            connections.append(receiver)
-        return _watch(processes, connections, board, timeout_s)
+        with _ended_by_signals():
+            for rank, blob in enumerate(blobs):
+                receiver, sender = context.Pipe(duplex=False)
+                args = (rank, world_size, store.port, backend, device, blob, sender, board, group_timeout_s, threads,
+                        list(sys.path), os.getpid())  # fmt: skip
+                process = context.Process(target=child_main, args=args, name=f"rmtsched-rank-{rank}", daemon=True)
+                process.start()
+                sender.close()
+                processes.append(process)
+                connections.append(receiver)
+            return _watch(processes, connections, board, timeout_s)
     finally:
         _end_all(processes)
         for connection in connections:
             connection.close()
         del store
+
+
+@contextlib.contextmanager
+def _ended_by_signals() -> Iterator[None]:
+    """While ranks run, SIGTERM and SIGHUP raise a ``DistributedError`` here, so the caller's ``finally``
+    ends every rank and the run fails with one line; the previous handlers come back afterwards. Only the
+    main thread can take signals; elsewhere the ranks' lifeline still ends them if the launcher dies."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def end(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        raise DistributedError(f"the launcher received {name}: every rank was ended", kind="ended")
+
+    previous = {sig: signal.signal(sig, end) for sig in _ENDING_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _watch(
@@ -259,7 +279,8 @@ def _receive(rank: int, connection: Connection, process: Any, board: ProgressBoa
             step=last_seen.step if last_seen.step >= 0 else None,
             remote_traceback=payload["traceback"],
         )
-    return DistributedError(
+    error_type = DistributedConfigError if payload["bad_input"] else DistributedError
+    return error_type(
         f"rank {payload['rank']} failed at {payload['where']}: {payload['error']}",
         kind="raised",
         rank=payload["rank"],
@@ -281,9 +302,7 @@ def _died(rank: int, exitcode: int | None, board: ProgressBoard) -> DistributedE
 
 def _stalled(board: ProgressBoard, timeout_s: float, unfinished: list[int]) -> DistributedError:
     positions = [board.position(rank) for rank in unfinished]
-    waited_on = {p.peer for p in positions if p.phase in ("recv", "send")}
-    suspects = [p for p in positions if p.phase not in ("recv", "send")] or positions
-    blamed = next((p for p in suspects if p.rank in waited_on), suspects[0])
+    blamed = stopped_rank(positions)
     return DistributedError(
         f"no rank made progress for {timeout_s:g} s: rank {blamed.rank} stopped answering at "
         f"{'step ' + str(blamed.step) if blamed.step >= 0 else 'setup'}; " + "; ".join(p.describe() for p in positions),
@@ -291,6 +310,15 @@ def _stalled(board: ProgressBoard, timeout_s: float, unfinished: list[int]) -> D
         rank=blamed.rank,
         step=blamed.step if blamed.step >= 0 else None,
     )
+
+
+def stopped_rank(positions: list[RankPosition]) -> RankPosition:
+    """The rank that stopped, when none moves: never one that waits (on a peer, at a barrier, to join);
+    among the others, one that a peer waits on, else the one that moved longest ago."""
+    busy = [p for p in positions if not p.waiting] or positions
+    waited_on = {p.peer for p in positions if p.phase in ("recv", "send")}
+    candidates = [p for p in busy if p.rank in waited_on] or busy
+    return max(candidates, key=lambda p: p.seconds_ago)
 
 
 def _end_all(processes: list[Any]) -> None:

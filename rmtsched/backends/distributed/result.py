@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -54,40 +53,6 @@ class PipelineResult:
     @property
     def tokens_per_s(self) -> float:
         return self.num_tokens / self.wall_s if self.wall_s > 0 else float("inf")
-
-    def to_dict(self) -> dict[str, Any]:
-        """``rmtsched run``'s JSON fields that depend on the run (the caller adds model, seq_len, dtype, ...),
-        plus ``processes``, ``backend``, the bubble and ``ranks`` (per-rank busy, waiting and wall time)."""
-        return {
-            "schedule": self.scheduler,
-            "steps": self.num_steps,
-            "devices": self.num_procs,
-            "processes": self.num_procs,
-            "backend": self.backend,
-            "device": self.device,
-            "segments": self.num_segments,
-            "repeat": len(self.wall_s_runs),
-            "wall_s": self.wall_s,
-            "wall_s_all": list(self.wall_s_runs),
-            "tokens_per_s": self.tokens_per_s,
-            "peak_memory_bytes": max(rank.peak_memory_bytes for rank in self.ranks),
-            "peak_memory_kind": "cuda_max_allocated" if self.device == "cuda" else "process_peak_rss",
-            "output_sha256": self.output_sha256,
-            "bubble_fraction": self.bubble_fraction,
-            "ideal_bubble_fraction": self.ideal_bubble_fraction,
-            "ranks": [
-                {
-                    "rank": rank.rank,
-                    "layers": list(rank.layers),
-                    "busy_s": rank.busy_s,
-                    "wait_s": rank.wait_s,
-                    "wall_s": rank.wall_s,
-                    "holds_all_layers": rank.holds_all_layers,
-                    "peak_memory_bytes": rank.peak_memory_bytes,
-                }
-                for rank in self.ranks
-            ],
-        }
 
 
 def summarise(

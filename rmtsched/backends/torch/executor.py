@@ -138,8 +138,9 @@ class StepRunner:
         return self.model.segment_input(segment, inputs, previous)
 
 
-class _OrderedDelivery:
-    """Delivers segment outputs in segment order, buffering any that finish early (user DAGs)."""
+class OrderedDelivery:
+    """Delivers segment outputs in segment order, buffering any that finish early (user DAGs, the last
+    stage of a distributed run): ``callback(segment, model.segment_output(hidden))``, once per segment."""
 
     def __init__(self, model: RecurrentModel, callback: SegmentCallback | None, collect: bool):
         self.model, self.callback = model, callback
@@ -191,7 +192,7 @@ def execute(
                 model.num_layers, segment_tokens=runner.segment_tokens, rule=model.dependency_rule
             )
             validate_schedule(schedule, graph)
-        delivery = _OrderedDelivery(model, on_segment_output, collect_outputs)
+        delivery = OrderedDelivery(model, on_segment_output, collect_outputs)
         for index, step in enumerate(schedule.steps):
             if on_step is not None:
                 on_step(index, "start")

@@ -124,9 +124,17 @@ def reference_run(model: ToyRecurrentModel, inputs: torch.Tensor) -> tuple[list[
     return outputs, state
 
 
-def build_toy_from_spec(spec, *, seed: int, dtype: torch.dtype, device: torch.device) -> ToyRecurrentModel:
+def build_toy_from_spec(
+    spec, *, seed: int, dtype: torch.dtype, device: torch.device, fault: tuple[str, int, int] | None = None
+) -> ToyRecurrentModel:
     """The toy under the builder signature torchrun's worker expects: ``builder(spec, *, seed, dtype, device)``."""
     return ToyRecurrentModel(
         num_layers=spec.num_layers, d_model=spec.d_model, segment_len=spec.segment_len, mem_tokens=spec.mem_tokens,
         vocab_size=spec.vocab_size, global_memory=spec.family == "rmt", seed=seed, dtype=dtype, device=device,
+        fault=fault,
     )  # fmt: skip
+
+
+def build_failing_toy_from_spec(spec, **options) -> ToyRecurrentModel:
+    """The same toy, raising in cell (1, 0): a worker whose step fails."""
+    return build_toy_from_spec(spec, fault=("raise", 1, 0), **options)

@@ -13,8 +13,8 @@ import pytest
 import torch
 from dist_toy_model import build_toy
 
-from rmtsched.backends.distributed import DistributedError, run_pipelined
-from rmtsched.errors import RmtschedError
+from rmtsched.backends.distributed import DistributedConfigError, DistributedError, run_pipelined
+from rmtsched.errors import RmtschedError, RunFailure
 from rmtsched.sched import build_cell_graph, make_schedule, split_segments
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(90)]
@@ -82,13 +82,26 @@ def test_a_rank_that_never_answers_is_blamed_after_the_timeout():
     error, elapsed = run_and_fail(("hang", 4, 1), timeout_s=2.0)
     assert (error.kind, error.rank, error.step) == ("stalled", 1, step_of(4, 1))
     assert "no rank made progress for 2 s: rank 1 stopped answering" in str(error)
+    assert isinstance(error, RunFailure) and not isinstance(error, RmtschedError)  # exit 3, not "bad input"
     assert 2.0 <= elapsed < 12  # timeout plus process start and teardown
+
+
+def test_a_stall_is_blamed_on_the_stopped_rank_not_on_one_waiting_at_a_barrier():
+    """Rank 1 stops in its very last cell; rank 0 has sent everything and waits in ``dist.barrier()``,
+    which used to look like computing (and got the blame, being the first rank)."""
+    error, _ = run_and_fail(("hang", NUM_LAYERS - 1, NUM_TOKENS // SEGMENT_LEN - 1), timeout_s=2.0)
+    assert (error.kind, error.rank, error.step) == (
+        "stalled",
+        1,
+        step_of(NUM_LAYERS - 1, NUM_TOKENS // SEGMENT_LEN - 1),
+    )
+    assert "rank 1 stopped answering" in str(error) and "rank 0 waiting for every rank at a barrier" in str(error)
 
 
 def test_a_setup_error_in_the_ranks_is_reported_not_hung():
     layout = SimpleNamespace(num_layers=NUM_LAYERS + 1, segment_len=SEGMENT_LEN, dependency_rule="layer_local")
-    with pytest.raises(
-        DistributedError,
+    with pytest.raises(  # bad input found by the ranks stays bad input (exit 2), not a failed run
+        DistributedConfigError,
         match="failed at setup: SpecError: the model factory built a 5-layer model, the schedule plans 6",
     ):
         run_pipelined(factory(), inputs(), num_procs=2, layout=layout, timeout_s=20)
@@ -117,7 +130,7 @@ def test_bad_configuration_fails_fast_before_any_process(options, message):
 
 
 def test_an_unpicklable_factory_is_refused_with_a_hint():
-    with pytest.raises(DistributedError, match="module-level function"):
+    with pytest.raises(DistributedConfigError, match="module-level function"):
         run_pipelined(lambda device: build_toy(device=device), inputs(), num_procs=2, layout=factory()(device="cpu"))
 
 

@@ -1,15 +1,22 @@
-"""Rank plans (no processes): who owns which layers, who sends what to whom in which order, and the
-one-rank executor against the naive reference loop for every single-device scheduler."""
+"""Rank plans (no processes): who owns which layers, who sends what to whom in which order, the one-rank
+executor against the naive reference loop for every single-device scheduler, the sink's hash, and whom a
+stall is blamed on."""
 
 from __future__ import annotations
+
+import hashlib
+from types import SimpleNamespace
 
 import pytest
 import torch
 from dist_toy_model import ToyRecurrentModel, reference_run
 
+from rmtsched.backends.distributed._board import RankPosition
 from rmtsched.backends.distributed.executor import StageExecutor
+from rmtsched.backends.distributed.launch import stopped_rank
 from rmtsched.backends.distributed.plan import build_plans, sorted_step
 from rmtsched.backends.distributed.sink import SegmentSink, outputs_sha256
+from rmtsched.backends.torch.executor import OrderedDelivery
 from rmtsched.errors import ScheduleError
 from rmtsched.sched import (
     Cell,
@@ -99,8 +106,36 @@ def test_one_rank_executor_is_bit_exact_with_the_reference_loop(scheduler, globa
 
 def test_sink_hashes_in_segment_order_whatever_the_arrival_order():
     outputs = [torch.full((1, 2), float(s)) for s in range(3)]
-    sink = SegmentSink()
+    sink = SegmentSink(keep_outputs=True)
+    delivery = OrderedDelivery(SimpleNamespace(segment_output=lambda hidden: hidden), sink, collect=False)
     for segment in (2, 0, 1):
-        sink.add(segment, outputs[segment])
-    assert sink.sha256() == outputs_sha256(outputs)
+        delivery.add(segment, outputs[segment])
+    assert sink.sha256() == outputs_sha256(outputs) and sink.num_segments == 3
+    assert all(torch.equal(sink.outputs[s], outputs[s]) for s in range(3))
     assert outputs_sha256(outputs) != outputs_sha256(outputs[::-1])
+
+
+def test_the_sink_hash_is_the_hash_rmtsched_run_prints():
+    """One implementation: independent sha256 of each output's native bytes, bf16 included."""
+    outputs = [torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(s)).to(torch.bfloat16) for s in range(2)]
+    outputs.append(torch.randn(4, 3, dtype=torch.float64).t())  # non-contiguous: hashed in row-major order
+    expected = hashlib.sha256(b"".join(o.contiguous().view(torch.uint8).numpy().tobytes() for o in outputs))
+    assert outputs_sha256(outputs) == expected.hexdigest()
+
+
+def position(rank: int, phase: str, peer: int = -1, seconds_ago: float = 5.0) -> RankPosition:
+    return RankPosition(rank, seconds_ago, step=3, phase=phase, peer=peer, cell=Cell(rank, 0))
+
+
+@pytest.mark.parametrize(
+    ("positions", "blamed"),
+    [
+        ([position(0, "barrier"), position(1, "compute")], 1),  # a rank at a barrier is never the one that stopped
+        ([position(0, "join"), position(1, "setup"), position(2, "join")], 1),
+        ([position(0, "recv", peer=2), position(1, "compute"), position(2, "compute", seconds_ago=1.0)], 2),
+        ([position(0, "compute", seconds_ago=1.0), position(1, "compute", seconds_ago=9.0)], 1),
+        ([position(0, "recv", peer=1), position(1, "send", peer=0, seconds_ago=9.0)], 1),  # all wait: oldest
+    ],
+)
+def test_a_stall_is_blamed_on_a_rank_that_is_not_waiting_and_is_waited_on(positions, blamed):
+    assert stopped_rank(positions).rank == blamed

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from rmtsched.backends.distributed import build_plans, outputs_sha256, run_pipelined
 from rmtsched.backends.torch.threads import intra_op_threads
+from rmtsched.cli.records import pipeline_record
 from rmtsched.sched import Schedule, Step, Transfer, build_cell_graph, split_segments
 from rmtsched.sched.schedulers.diagonal import waves
 
@@ -142,10 +143,10 @@ def test_random_small_configs_are_bit_exact(
     assert_bit_exact(result, *reference(factory, inputs))
 
 
-def test_result_json_has_per_rank_busy_time():
+def test_the_cli_record_has_per_rank_busy_time():
     factory = toy_factory()
     result = run_pipelined(factory, token_ids(1, 20), num_procs=2, timeout_s=20)
-    data = result.to_dict()
+    data = pipeline_record(result)
     assert data["devices"] == 2 and data["segments"] == 4 and len(data["output_sha256"]) == 64
     assert data["steps"] == 4 * 4 and data["repeat"] == 1 and data["peak_memory_kind"] == "process_peak_rss"
     assert [rank["layers"] for rank in data["ranks"]] == [[0, 2], [2, 4]]

@@ -1,17 +1,15 @@
 """The body of one process started by rmtsched's launcher: join the group, run the job, report back.
 
-The child reports to the parent over a pipe (a result, or an error naming the step), marks its progress on
-the shared board, and dies with its parent (Linux ``PR_SET_PDEATHSIG``) so no rank can outlive a killed
-launcher. Torch and this module are preloaded by the forkserver, so starting a rank costs milliseconds.
+Private to ``launch.py``. The child reports to the parent over a pipe (a result, or an error naming the
+step), marks its progress on the shared board, and ends as soon as the launcher does (``lifeline``), so no
+rank can outlive a killed launcher. Torch and this module are preloaded by the forkserver, so starting a
+rank costs milliseconds.
 """
 
 from __future__ import annotations
 
-import ctypes
 import datetime
-import os
 import pickle
-import signal
 import sys
 import traceback
 from multiprocessing.connection import Connection
@@ -19,18 +17,11 @@ from multiprocessing.connection import Connection
 import torch
 import torch.distributed as dist
 
-from rmtsched.backends.distributed.board import ProgressBoard
-from rmtsched.backends.distributed.comm import PeerLost
-from rmtsched.backends.distributed.errors import StepFailure
-from rmtsched.backends.distributed.job import RankJob, run_job
-
-
-def rank_device(device: str, local_rank: int) -> torch.device:
-    """CPU ranks share the host; CUDA rank r uses GPU r of its machine."""
-    if device == "cuda":
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+from rmtsched.backends.distributed._board import ProgressBoard
+from rmtsched.backends.distributed.errors import PeerLost, StepFailure
+from rmtsched.backends.distributed.job import RankJob, rank_device, run_job
+from rmtsched.backends.distributed.lifeline import exit_with
+from rmtsched.errors import RmtschedError
 
 
 def child_main(
@@ -45,8 +36,9 @@ def child_main(
     group_timeout_s: float,
     threads: int,
     sys_path: list[str],
+    launcher_pid: int,
 ) -> None:
-    _die_with_parent()
+    exit_with(launcher_pid)
     # The job may name a factory from a module on the parent's path (a test, a plug-in): import it from there.
     sys.path[:0] = [path for path in sys_path if path not in sys.path]
     board.mark(rank, "setup")
@@ -55,6 +47,7 @@ def child_main(
         torch.set_num_threads(threads)
         job: RankJob = pickle.loads(blob)
         timeout = datetime.timedelta(seconds=group_timeout_s)
+        board.mark(rank, "join")
         store = dist.TCPStore("127.0.0.1", store_port, world_size, is_master=False, timeout=timeout)
         dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
         board.mark(rank, "setup")
@@ -75,7 +68,8 @@ def child_main(
 
 
 def failure_record(rank: int, exc: BaseException) -> dict:
-    """What the parent needs to name the failure: rank, step, where, the error and its traceback."""
+    """What the parent needs to name the failure: rank, step, where, the error and its traceback, and
+    whether the cause was bad input (a checkpoint or factory the rank refused) rather than a failed run."""
     cause = exc.cause if isinstance(exc, StepFailure) else exc
     return {
         "rank": rank,
@@ -84,17 +78,5 @@ def failure_record(rank: int, exc: BaseException) -> dict:
         "error": f"{type(cause).__name__}: {cause}",
         "traceback": "".join(traceback.format_exception(cause)),
         "lost_peer": cause.peer if isinstance(cause, PeerLost) else None,
+        "bad_input": isinstance(cause, RmtschedError),
     }
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent exits (no-op elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        return
-    if os.getppid() == 1:
-        os._exit(1)

@@ -1,8 +1,9 @@
-"""A shared-memory progress board: each rank writes where it is, the launcher's watchdog reads it.
+"""The launcher's shared-memory progress board: each rank writes where it is, the launcher's watchdog reads it.
 
 One row of doubles per rank (time of last progress, step, phase, peer, cell), written without locks (a
 torn read only blurs a diagnostic). When no rank has moved for the timeout, the rows say who is computing
-and who waits on whom, which is how a stall is blamed on the rank that stopped answering.
+and who waits (on a peer, at a barrier, for the group to form), which is how a stall is blamed on the rank
+that stopped answering. Private to ``launch.py`` (torchrun's ranks have no board).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from typing import Any
 
 from rmtsched.sched import Cell
 
-PHASES = ("starting", "setup", "compute", "recv", "send", "done")
+PHASES = ("starting", "setup", "compute", "recv", "send", "done", "join", "barrier")
+# Phases in which a rank waits on others: the rank that stopped is never one of these.
+WAITING = frozenset({"recv", "send", "join", "barrier"})
 _FIELDS = 6  # time, step, phase, peer, layer, segment
 
 
@@ -28,6 +31,10 @@ class RankPosition:
     peer: int
     cell: Cell | None
 
+    @property
+    def waiting(self) -> bool:
+        return self.phase in WAITING
+
     def describe(self) -> str:
         step = f"step {self.step}" if self.step >= 0 else "setup"
         cell = f" cell {tuple(self.cell)}" if self.cell is not None else ""
@@ -37,6 +44,10 @@ class RankPosition:
             return f"rank {self.rank} at {step} waiting to receive the output of{cell} from rank {self.peer}"
         if self.phase == "send":
             return f"rank {self.rank} at {step} waiting for rank {self.peer} to take the output of{cell}"
+        if self.phase == "barrier":
+            return f"rank {self.rank} waiting for every rank at a barrier between runs"
+        if self.phase == "join":
+            return f"rank {self.rank} waiting for every rank to join the process group"
         return f"rank {self.rank} {self.phase} ({step})"
 
 
