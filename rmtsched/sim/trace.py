@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rmtsched.errors import RmtschedError
+from rmtsched.fileio import atomic_write_text, atomic_writer
 from rmtsched.sim.result import SimResult, Timeline
 
 _LINK_TRACK_BASE = 1000  # link tracks get thread ids past any device's
@@ -66,7 +67,7 @@ def chrome_trace(result: SimResult, name: str = "rmtsched") -> dict[str, Any]:
 
 
 def write_chrome_trace(result: SimResult, path: str | Path, name: str = "rmtsched") -> None:
-    Path(path).write_text(json.dumps(chrome_trace(result, name)))
+    atomic_write_text(path, json.dumps(chrome_trace(result, name)))
 
 
 def plot_gantt(result: SimResult, path: str | Path, title: str = "", max_steps: int = 20_000) -> None:
@@ -104,7 +105,8 @@ def plot_gantt(result: SimResult, path: str | Path, title: str = "", max_steps: 
     mappable = plt.cm.ScalarMappable(cmap=colours, norm=plt.Normalize(-0.5, num_layers - 0.5))
     fig.colorbar(mappable, ax=ax, label="layer")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_writer(path, "wb") as file:  # a file object: the format comes from the name, as savefig(path) did
+        fig.savefig(file, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
 
 

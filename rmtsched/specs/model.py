@@ -8,6 +8,7 @@ LLaMA sizes; ``load_model_spec`` takes a preset name or a JSON file with these f
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,14 @@ class ModelSpec:
         positive = ("num_layers", "d_model", "num_heads", "num_kv_heads", "mlp_dim", "vocab_size", "segment_len")
         for field_name in (*positive, "mem_key_dim", "dpfp_nu", "dtype_bytes"):
             value = getattr(self, field_name)
-            if not isinstance(value, int) or value <= 0:
+            if not _is_int(value) or value <= 0:
                 raise SpecError(f"model {self.name!r}: {field_name} must be a positive integer, got {value!r}")
-        if not isinstance(self.mem_tokens, int) or self.mem_tokens < 0:
+        if not _is_int(self.mem_tokens) or self.mem_tokens < 0:
             raise SpecError(f"model {self.name!r}: mem_tokens must be a non-negative integer, got {self.mem_tokens!r}")
+        for field_name in ("rope_theta", "rms_norm_eps"):  # NaN, inf or <= 0 would make every output NaN
+            value = getattr(self, field_name)
+            if not _is_real(value) or not 0 < value < math.inf:
+                raise SpecError(f"model {self.name!r}: {field_name} must be a positive, finite number, got {value!r}")
         if self.d_model % self.num_heads:
             raise SpecError(
                 f"model {self.name!r}: d_model {self.d_model} is not divisible by num_heads {self.num_heads}"
@@ -126,6 +131,15 @@ class ModelSpec:
         if missing:
             raise SpecError(f"model spec is missing field(s) {sorted(missing)}")
         return cls(**data)
+
+
+def _is_int(value: Any) -> bool:
+    """An int that is not a bool: JSON's ``true`` must not pass as 1 layer."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 _PRESETS: Presets[ModelSpec] = Presets("model", ModelSpec.from_dict)
