@@ -58,9 +58,8 @@ def run(args: argparse.Namespace) -> int:
     changes = {"segment_len": args.segment_len, "mem_tokens": args.mem_tokens}
     spec = spec.replace(**{name: value for name, value in changes.items() if value is not None})
     runs = (args.repeat + 1) * (len(args.schedule or available_schedulers()) + (args.devices > 1))
-    estimate = run_estimate(f"comparing {spec.name} on {args.seq_len:,} tokens", spec, args.seq_len,
-                            args.dtype or ("bf16" if args.device == "cuda" else "fp32"), runs=runs)
-    check_fits(estimate, force=args.force)
+    dtype = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
+    check_fits(run_estimate(spec, args.seq_len, dtype, runs=runs, verb="comparing"), force=args.force)
     target = resolve_target(args.device, args.dtype, args.threads)
     hardware = load_hardware_spec(args.hardware)
     if args.devices > 1:

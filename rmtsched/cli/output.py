@@ -53,12 +53,14 @@ def to_json(data: Mapping[str, Any] | list[Mapping[str, Any]], indent: int | Non
     computation went wrong, and printing it would hand the next program a file it cannot parse.
     """
     records = [stamped(item) for item in data] if isinstance(data, list) else stamped(data)
-    bad = _non_finite_field(records, "")
-    if bad is not None:
-        path, value = bad
-        raise RunFailure(f"output field {path or '(top level)'} is {value!r}, which strict JSON cannot hold: "
-                         "a non-finite result is a failure, not a number")
-    return json.dumps(records, indent=indent, allow_nan=False)
+    try:
+        return json.dumps(records, indent=indent, allow_nan=False)
+    except ValueError:  # only now walk the records (slow on a big schedule) to name the field
+        found = _non_finite_field(records, "")
+        if found is None:
+            raise
+        raise RunFailure(f"output field {found[0]} is {found[1]!r}, which strict JSON cannot hold: "
+                         "a non-finite result is a failure, not a number") from None
 
 
 def _non_finite_field(value: Any, path: str) -> tuple[str, float] | None:

@@ -19,11 +19,11 @@ from rmtsched.errors import RmtschedError
 from rmtsched.specs.armt_cost import armt_cell_kernels, total_flops
 from rmtsched.specs.model import ModelSpec
 
-# Measured on the project's 2-core machine (Python 3.11): a diagonal schedule of 1M cells plus its
-# simulation peaks about 0.45 GB above the interpreter and runs about 1.5 s; every extra schedule
-# adds its own steps and arrays. The figures are rounded up, so the guard errs on the side of running.
+# Measured on the project's 2-core machine (Python 3.11, `rmtsched simulate` of armt-small on 4,194,304
+# tokens = 1M cells): peak RSS 0.24 GB (diagonal) and 0.52 GB (sequential, or all three schedules: they
+# run one after another) over a 0.05 GB interpreter; 1.4-2.4 s per schedule. Rounded up a little.
 GRID_BYTES_PER_CELL = 500.0
-GRID_SECONDS_PER_CELL = 2e-6
+GRID_SECONDS_PER_CELL = 2.5e-6
 INTERPRETER_BYTES = 0.2e9  # Python, numpy, simpy (and torch for the backend: see BACKEND_BYTES)
 BACKEND_BYTES = 0.6e9
 # The backend's rate for the time estimate: a rough CPU GEMM rate (cpu-generic's peak x efficiency).
@@ -31,6 +31,7 @@ BACKEND_FLOPS_PER_S = 6e10
 # Longer than this is refused too: nobody means to start a run that outlives the machine's next reboot.
 MAX_SECONDS = 7 * 86400.0
 DTYPE_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2}
+_ADVICE = "ask for less (a shorter --seq-len, fewer segments) or pass --force to try anyway"
 
 
 class RequestTooLarge(RmtschedError):
@@ -52,10 +53,11 @@ class Estimate:
 
 
 def grid_estimate(what: str, num_layers: int, num_segments: int, schedules: int = 1) -> Estimate:
-    """An L x S grid built, scheduled ``schedules`` times and validated or simulated (``schedule``, ``simulate``)."""
+    """An L x S grid built, then scheduled and validated or simulated ``schedules`` times one after another
+    (``schedule``, ``simulate``): the memory of one, the time of all."""
     cells = num_layers * num_segments
-    work = cells * max(1, schedules)
-    return Estimate(what, cells, INTERPRETER_BYTES + GRID_BYTES_PER_CELL * work, GRID_SECONDS_PER_CELL * work)
+    return Estimate(what, cells, INTERPRETER_BYTES + GRID_BYTES_PER_CELL * cells,
+                    GRID_SECONDS_PER_CELL * cells * max(1, schedules))
 
 
 def model_bytes(spec: ModelSpec, dtype_bytes: int) -> float:
@@ -69,10 +71,11 @@ def model_bytes(spec: ModelSpec, dtype_bytes: int) -> float:
 
 
 def run_estimate(
-    what: str, spec: ModelSpec, seq_len: int, dtype: str, *, runs: int = 1, kept_outputs: int = 0
+    spec: ModelSpec, seq_len: int, dtype: str, *, runs: int = 1, kept_outputs: int = 0, verb: str = "running"
 ) -> Estimate:
     """``runs`` passes of ``spec`` over ``seq_len`` tokens on the backend, keeping ``kept_outputs`` full copies
     of the outputs (``verify`` keeps the reference and one schedule's; ``run`` streams them into a hash)."""
+    what = f"{verb} {spec.name} on {seq_len:,} tokens"
     if dtype not in DTYPE_BYTES:
         raise RmtschedError(f"unknown dtype {dtype!r}: expected one of {sorted(DTYPE_BYTES)}")
     b = DTYPE_BYTES[dtype]
@@ -111,12 +114,12 @@ def check_fits(estimate: Estimate, *, force: bool = False, available_bytes: floa
     if available is not None and estimate.memory_bytes > available:
         raise RequestTooLarge(
             f"request too large for this machine: {estimate.describe()}, but only {_bytes(available)} of "
-            "memory is available; use a smaller --seq-len/--segments, or --force to try anyway"
+            f"memory is available; {_ADVICE}"
         )
     if estimate.seconds > MAX_SECONDS:
         raise RequestTooLarge(
             f"request too long for this machine: {estimate.describe()} (the limit is "
-            f"{_duration(MAX_SECONDS)}); use a smaller --seq-len/--segments, or --force to try anyway"
+            f"{_duration(MAX_SECONDS)}); {_ADVICE}"
         )
     return estimate
 
