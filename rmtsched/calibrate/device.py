@@ -46,7 +46,7 @@ def resolve_target(device: str, dtype: str | None = None, threads: int | None = 
             f"device 'cuda' requested but torch {torch.__version__} sees no CUDA device "
             "(torch.cuda.is_available() is False): use --device cpu"
         )
-    dtype = dtype or ("bf16" if device == "cuda" else "fp32")
+    dtype = ("bf16" if device == "cuda" else "fp32") if dtype is None else dtype
     if dtype not in DTYPES:
         raise SpecError(f"unknown dtype {dtype!r}: expected one of {sorted(DTYPES)}")
     if threads is not None:

@@ -57,10 +57,9 @@ def run(args: argparse.Namespace) -> int:
     spec = load_model_spec(args.model)
     changes = {"segment_len": args.segment_len, "mem_tokens": args.mem_tokens}
     spec = spec.replace(**{name: value for name, value in changes.items() if value is not None})
-    runs = (args.repeat + 1) * (len(args.schedule or available_schedulers()) + (args.devices > 1))
-    dtype = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
-    check_fits(run_estimate(spec, args.seq_len, dtype, runs=runs, verb="comparing"), force=args.force)
     target = resolve_target(args.device, args.dtype, args.threads)
+    runs = (args.repeat + 1) * (len(args.schedule or available_schedulers()) + (args.devices > 1))
+    check_fits(run_estimate(spec, args.seq_len, target.dtype_name, runs=runs, verb="comparing"), force=args.force)
     hardware = load_hardware_spec(args.hardware)
     if args.devices > 1:
         check_pipeline_devices(hardware, args.devices)  # before the single-device runs, not after

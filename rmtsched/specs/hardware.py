@@ -73,8 +73,14 @@ class HardwareSpec:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        if not self.matmul_flops_per_s:
-            raise SpecError(f"hardware {self.name!r}: matmul_flops_per_s needs at least one dtype, got none")
+        for name in ("name", "notes"):
+            if not isinstance(getattr(self, name), str):
+                raise SpecError(f"hardware spec field {name} must be a string, got {getattr(self, name)!r}")
+        if not isinstance(self.matmul_flops_per_s, Mapping) or not self.matmul_flops_per_s:
+            raise SpecError(
+                f"hardware {self.name!r}: matmul_flops_per_s must map at least one dtype to FLOP/s, "
+                f"got {self.matmul_flops_per_s!r}"
+            )
         for dtype, rate in self.matmul_flops_per_s.items():
             _require_positive(self.name, f"matmul_flops_per_s[{dtype!r}]", rate)
         for name in ("vector_flops_per_s", "memory_bandwidth_bytes_per_s", "memory_bytes"):
@@ -98,7 +104,8 @@ class HardwareSpec:
             for kernel, value in values.items():
                 check = _require_positive if table == "kernel_efficiency" else _require_non_negative
                 check(self.name, f"{table}[{kernel!r}]", value)
-        if isinstance(self.per_row_kernels, str) or not all(isinstance(k, str) for k in self.per_row_kernels):
+        kernels = self.per_row_kernels
+        if not isinstance(kernels, list | tuple) or not all(isinstance(kernel, str) for kernel in kernels):
             raise SpecError(
                 f"hardware {self.name!r}: per_row_kernels must be a list of kernel names, got {self.per_row_kernels!r}"
             )

@@ -44,9 +44,9 @@ def test_a_finite_checkpoint_still_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize("count", [0, -1, MAX_INTRA_OP_THREADS + 1, 100000, True])
 def test_absurd_thread_counts_are_refused_before_torch_sees_them(count: int) -> None:
     before = torch.get_num_threads()
-    with pytest.raises(SpecError, match=f"thread count must be an integer from 1 to {MAX_INTRA_OP_THREADS}"):
-        with intra_op_threads(count):
-            pass
+    message = f"thread count must be an integer from 1 to {MAX_INTRA_OP_THREADS}"
+    with pytest.raises(SpecError, match=message), intra_op_threads(count):
+        pytest.fail("the block ran")
     assert torch.get_num_threads() == before
 
 
