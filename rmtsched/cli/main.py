@@ -119,17 +119,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args.handler(args) or EXIT_OK)
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
         return code
-    except RmtschedError as exc:
-        return _fail(args.command, str(exc), EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         print(f"rmtsched {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         _silence_stdout()  # `rmtsched ... | head`: the reader has all it wanted
         return EXIT_OK
-    except (RunFailure, MemoryError, OSError) as exc:
+    except (RunFailure, MemoryError, OSError) as exc:  # before RmtschedError: a failure that is both is a failure
         _log_traceback(verbose)
         return _fail(args.command, _describe(exc), EXIT_RUN_FAILED)
+    except RmtschedError as exc:
+        return _fail(args.command, str(exc), EXIT_BAD_INPUT)
     except Exception as exc:
         if _is_out_of_memory(exc):
             _log_traceback(verbose)

@@ -11,6 +11,7 @@ gives the FLOPs). Torch-free, so the instant commands can call it.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ BACKEND_FLOPS_PER_S = 6e10
 # Longer than this is refused too: nobody means to start a run that outlives the machine's next reboot.
 MAX_SECONDS = 7 * 86400.0
 DTYPE_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2}
+logger = logging.getLogger(__name__)
 _ADVICE = "ask for less (a shorter --seq-len, fewer segments) or pass --force to try anyway"
 
 
@@ -108,6 +110,7 @@ def available_memory_bytes() -> float | None:
 def check_fits(estimate: Estimate, *, force: bool = False, available_bytes: float | None = None) -> Estimate:
     """``estimate`` if it fits in ``available_bytes`` (default: this machine's) and ``MAX_SECONDS``; else
     ``RequestTooLarge`` with the estimate in the message. ``force`` skips the check."""
+    logger.info("size guard: %s%s", estimate.describe(), " (not checked: --force)" if force else "")
     if force:
         return estimate
     available = available_memory_bytes() if available_bytes is None else available_bytes

@@ -51,6 +51,20 @@ def test_every_failure_is_one_line_with_its_exit_code(monkeypatch, capsys, exc, 
     assert "Traceback" not in err
 
 
+def test_a_failure_that_is_also_bad_input_counts_as_a_failure(monkeypatch, capsys) -> None:
+    class RankDied(SpecError, RunFailure):
+        pass
+
+    with_handler(monkeypatch, raising(RankDied("rank 0 died")))
+    assert run_main(capsys, *SCHEDULE)[0] == 3
+
+
+def test_verbose_logs_the_size_estimate(capsys) -> None:
+    code, _, err = run_main(capsys, *SCHEDULE, "-v")
+    assert code == 0 and err == "rmtsched: INFO: size guard: a 2 x 3 schedule: 6 cells, about 200.0 MB of memory " \
+                                "and 1.5e-05 s\n"
+
+
 def test_verbose_shows_the_traceback_of_an_internal_error(monkeypatch, capsys) -> None:
     with_handler(monkeypatch, raising(KeyError("lost")))
     code, _, err = run_main(capsys, *SCHEDULE, "-v")
