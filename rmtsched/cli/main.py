@@ -47,11 +47,11 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, top_level: bool = F
     On subcommands -v/-q have no default, so ``rmtsched -v simulate ...`` is not reset by the subparser's
     own default; a subcommand that already defines one of these options keeps its own.
     """
-    default = (lambda value: value) if top_level else (lambda value: argparse.SUPPRESS)
+    count_default = 0 if top_level else argparse.SUPPRESS
     options = {
-        ("-v", "--verbose"): dict(action="count", default=default(0),
+        ("-v", "--verbose"): dict(action="count", default=count_default,
                                   help="log more (-v: info, -vv: debug); an internal error prints its traceback"),
-        ("-q", "--quiet"): dict(action="count", default=default(0), help="log only errors"),
+        ("-q", "--quiet"): dict(action="count", default=count_default, help="log only errors"),
     }
     if not top_level:
         options[("--no-progress",)] = dict(action="store_true",
@@ -131,10 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RmtschedError as exc:
         return _fail(args.command, str(exc), EXIT_BAD_INPUT)
     except Exception as exc:
-        if _is_out_of_memory(exc):
-            _log_traceback(verbose)
-            return _fail(args.command, f"out of memory: {_describe(exc)}", EXIT_RUN_FAILED)
         _log_traceback(verbose)
+        if _is_out_of_memory(exc):
+            return _fail(args.command, f"out of memory: {_describe(exc)}", EXIT_RUN_FAILED)
         hint = "" if verbose > 0 else " (run with -v for the traceback)"
         return _fail(args.command, f"internal error: {_describe(exc)}{hint}", EXIT_RUN_FAILED)
 

@@ -25,8 +25,8 @@ from rmtsched.specs.model import ModelSpec
 # run one after another) over a 0.05 GB interpreter; 1.4-2.4 s per schedule. Rounded up a little.
 GRID_BYTES_PER_CELL = 500.0
 GRID_SECONDS_PER_CELL = 2.5e-6
-INTERPRETER_BYTES = 0.2e9  # Python, numpy, simpy (and torch for the backend: see BACKEND_BYTES)
-BACKEND_BYTES = 0.6e9
+INTERPRETER_BYTES = 0.2e9  # Python with numpy, networkx and simpy loaded
+BACKEND_BYTES = 0.6e9  # the same with torch loaded and its thread pools started
 # The backend's rate for the time estimate: a rough CPU GEMM rate (cpu-generic's peak x efficiency).
 BACKEND_FLOPS_PER_S = 6e10
 # Longer than this is refused too: nobody means to start a run that outlives the machine's next reboot.
@@ -86,8 +86,8 @@ def run_estimate(
     n = spec.tokens_per_cell(spec.segment_len)
     # One full-width step: every layer's cell with its hidden states, q/k/v, MLP and attention scores live.
     step = spec.num_layers * n * (6 * spec.d_model + 3 * spec.mlp_dim + spec.num_heads * n) * b
-    memory = (BACKEND_BYTES + model_bytes(spec, b) + step + 8 * seq_len + kept_outputs * seq_len * spec.d_model * b
-              + grid_estimate(what, spec.num_layers, segments).memory_bytes - INTERPRETER_BYTES)
+    outputs = kept_outputs * seq_len * spec.d_model * b
+    memory = BACKEND_BYTES + GRID_BYTES_PER_CELL * cells + model_bytes(spec, b) + step + 8 * seq_len + outputs
     seconds = runs * cells * total_flops(armt_cell_kernels(spec, spec.segment_len)) / BACKEND_FLOPS_PER_S
     return Estimate(what, cells, memory, seconds)
 

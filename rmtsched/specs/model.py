@@ -20,8 +20,8 @@ FAMILY_RULES = {"armt": "layer_local", "rmt": "global_memory"}
 # ARMT's two published maths variants (design notes section 3): "paper" (the ARMT paper, the reference's
 # main branch and the trained checkpoints) and "normalized" (the reference's later experimental branch).
 ARMT_VARIANTS = ("paper", "normalized")
-# Largest size field (layers, widths, vocabulary, tokens): the backend's index arithmetic is int32-safe
-# below it, and beyond it the cost model's products leave float range.
+# Largest size field (layers, widths, vocabulary, tokens). No real model comes near it; the cap keeps
+# absurd values (10**400 in a spec file) out of the cost model's float arithmetic, where they overflow.
 MAX_SIZE = 2**31 - 1
 
 
