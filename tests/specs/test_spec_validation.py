@@ -20,7 +20,7 @@ CPU = load_hardware_spec("cpu-generic")
 @pytest.mark.parametrize("field", ["rope_theta", "rms_norm_eps"])
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, -1.0, 0.0, True, "1e4", None])
 def test_model_floats_must_be_positive_and_finite(field: str, value: object) -> None:
-    with pytest.raises(SpecError, match=f"{field} must be a positive, finite number, got {value!r}"):
+    with pytest.raises(SpecError, match=f"{field} must be a positive.* number, got {value!r}"):
         TINY.replace(**{field: value})
 
 
