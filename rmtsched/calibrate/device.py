@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rmtsched.backends.torch.threads import intra_op_threads
+from rmtsched.backends.torch.threads import check_thread_count, intra_op_threads
 from rmtsched.errors import SpecError
 from rmtsched.specs.hardware import DTYPE_BY_BYTES
 
@@ -46,11 +46,11 @@ def resolve_target(device: str, dtype: str | None = None, threads: int | None = 
             f"device 'cuda' requested but torch {torch.__version__} sees no CUDA device "
             "(torch.cuda.is_available() is False): use --device cpu"
         )
-    dtype = dtype or ("bf16" if device == "cuda" else "fp32")
+    dtype = ("bf16" if device == "cuda" else "fp32") if dtype is None else dtype
     if dtype not in DTYPES:
         raise SpecError(f"unknown dtype {dtype!r}: expected one of {sorted(DTYPES)}")
-    if threads is not None and threads <= 0:
-        raise SpecError(f"threads must be a positive integer, got {threads!r}")
+    if threads is not None:
+        check_thread_count(threads)
     target = Target(torch.device(device), dtype, DTYPES[dtype], threads or torch.get_num_threads())
     if DTYPE_BY_BYTES.get(target.dtype_bytes) != dtype:
         raise SpecError(f"dtype {dtype!r} is not the one the simulator uses for {target.dtype_bytes}-byte models")

@@ -1,15 +1,21 @@
-"""``rmtsched calibrate``: microbenchmark the PyTorch backend and fit a hardware spec for the simulator."""
+"""``rmtsched calibrate``: microbenchmark the PyTorch backend and fit a hardware spec for the simulator.
+
+torch and the calibration code are imported inside the handler, so ``rmtsched --help`` stays instant.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rmtsched.calibrate.calibration import Calibration, calibrate
-from rmtsched.calibrate.device import DEVICES, DTYPES, resolve_target
 from rmtsched.cli.args import positive_int
+from rmtsched.cli.output import show_progress, to_json
+from rmtsched.fileio import atomic_write_text, check_writable
+
+if TYPE_CHECKING:
+    from rmtsched.calibrate.calibration import Calibration
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "calibrate", help="microbenchmark the backend's kernels and fit a hardware spec (JSON for --hardware)"
     )
     parser.add_argument("--device", default="cpu",
-                        help=f"one of {list(DEVICES)} (cuda measures LLaMA-sized shapes: d_model up to 2048)")
-    parser.add_argument("--dtype", default=None, help=f"one of {sorted(DTYPES)} (default: fp32 on cpu, bf16 on cuda)")
+                        help="cpu or cuda (cuda measures LLaMA-sized shapes: d_model up to 2048)")
+    parser.add_argument("--dtype", default=None, help="fp32 or bf16 (default: fp32 on cpu, bf16 on cuda)")
     parser.add_argument("--out", type=Path, default=None, help="write the spec here (default: print it)")
     parser.add_argument("--quick", action="store_true", help="a coarse calibration in a few seconds (tests)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default: torch's)")
@@ -26,17 +32,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--report", type=Path, default=None, help="also write every measurement and fit stage (JSON)")
     parser.add_argument("--clock", default="wall",
                         help="wall (default) or process: CPU time, for --threads 1 on a machine others share")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from rmtsched.calibrate.calibration import calibrate
+    from rmtsched.calibrate.device import resolve_target
+
+    for option, path in (("--out", args.out), ("--report", args.report)):
+        if path is not None:  # refused before the minutes of measuring, not after
+            check_writable(path, option)
     target = resolve_target(args.device, args.dtype, args.threads)
-    result = calibrate(
-        target, quick=args.quick, name=args.name, progress=not args.no_progress, clock_name=args.clock
-    )
+    result = calibrate(target, quick=args.quick, name=args.name, progress=show_progress(args), clock_name=args.clock)
     if args.report is not None:
-        args.report.write_text(json.dumps(result.report(), indent=2) + "\n")
+        atomic_write_text(args.report, to_json(result.report(), indent=2) + "\n")
     if args.out is None:
         print(result.hardware.to_json())
         print(summary(result), file=sys.stderr)

@@ -1,16 +1,23 @@
-"""``rmtsched compare``: every schedule on the real backend and in the simulator, side by side."""
+"""``rmtsched compare``: every schedule on the real backend and in the simulator, side by side.
+
+torch and the backend are imported inside the handler, so ``rmtsched --help`` stays instant.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+from typing import TYPE_CHECKING
 
-from rmtsched.calibrate.compare import BASELINE, Comparison, compare
-from rmtsched.calibrate.device import DEVICES, DTYPES, resolve_target
-from rmtsched.calibrate.pipeline import PipelineComparison, check_pipeline_devices, compare_pipelined
 from rmtsched.cli.args import non_negative_int, positive_int
+from rmtsched.cli.output import show_progress, to_json
+from rmtsched.sched import available_schedulers
+from rmtsched.specs.guard import check_fits, run_estimate
 from rmtsched.specs.hardware import available_hardware_specs, load_hardware_spec
 from rmtsched.specs.model import available_model_specs, load_model_spec
+
+if TYPE_CHECKING:
+    from rmtsched.calibrate.compare import Comparison
+    from rmtsched.calibrate.pipeline import PipelineComparison
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--hardware", required=True,
         help=f"a JSON hardware spec (from calibrate) or one of {available_hardware_specs()}",
     )
-    parser.add_argument("--device", default="cpu", help=f"one of {list(DEVICES)}")
-    parser.add_argument("--dtype", default=None, help=f"one of {sorted(DTYPES)} (default: fp32 on cpu, bf16 on cuda)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default=None, help="fp32 or bf16 (default: fp32 on cpu, bf16 on cuda)")
     parser.add_argument("--segment-len", type=positive_int, default=None, help="tokens per segment T")
     parser.add_argument("--mem-tokens", type=non_negative_int, default=None, help="memory tokens M")
     parser.add_argument("--schedule", action="append", default=None,
@@ -39,28 +46,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON record per schedule (a list)")
     parser.add_argument("--clock", default="wall",
                         help="wall (default) or process: CPU time, for --threads 1 on a machine others share")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    target = resolve_target(args.device, args.dtype, args.threads)
+    from rmtsched.calibrate.compare import compare
+    from rmtsched.calibrate.device import resolve_target
+    from rmtsched.calibrate.pipeline import check_pipeline_devices, compare_pipelined
+
     spec = load_model_spec(args.model)
     changes = {"segment_len": args.segment_len, "mem_tokens": args.mem_tokens}
     spec = spec.replace(**{name: value for name, value in changes.items() if value is not None})
+    target = resolve_target(args.device, args.dtype, args.threads)
+    runs = (args.repeat + 1) * (len(args.schedule or available_schedulers()) + (args.devices > 1))
+    check_fits(run_estimate(spec, args.seq_len, target.dtype_name, runs=runs, verb="comparing"), force=args.force)
     hardware = load_hardware_spec(args.hardware)
     if args.devices > 1:
         check_pipeline_devices(hardware, args.devices)  # before the single-device runs, not after
     result = compare(
         spec, hardware, args.seq_len, target, schedules=args.schedule, repeat=args.repeat,
-        max_width=args.max_width, seed=args.seed, progress=not args.no_progress, clock_name=args.clock,
+        max_width=args.max_width, seed=args.seed, progress=show_progress(args), clock_name=args.clock,
     )
     pipeline = None
     if args.devices > 1:
         pipeline = compare_pipelined(spec, hardware, args.seq_len, target, args.devices, repeat=args.repeat,
                                      seed=args.seed)
     if args.json:
-        print(json.dumps(result.records() + ([pipeline.record()] if pipeline else [])))
+        print(to_json(result.records() + ([pipeline.record()] if pipeline else [])))
     else:
         print(format_comparison(result))
         if pipeline is not None:
@@ -88,6 +100,8 @@ def _time(seconds: float) -> str:
 
 def format_comparison(result: Comparison) -> str:
     """A header, one row per schedule, the speedup line and the median error."""
+    from rmtsched.calibrate.compare import BASELINE
+
     spec, graph, target = result.spec, result.graph, result.target
     header = (
         f"{spec.name} on {target.device.type} ({target.dtype_name}, {target.threads} threads): {result.seq_len:,} "

@@ -41,6 +41,7 @@ from rmtsched.backends.torch.threads import intra_op_threads
 from rmtsched.cli.args import non_negative_int, positive_int
 from rmtsched.errors import RmtschedError
 from rmtsched.sched import CellGraph, Schedule, available_schedulers, graph_for_tokens, make_schedule
+from rmtsched.specs.guard import check_fits, run_estimate
 from rmtsched.specs.model import ModelSpec, available_model_specs, load_model_spec
 
 
@@ -99,6 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = model_spec(args)
+    check_fits(run_estimate(spec, args.seq_len, args.dtype, runs=args.repeat + args.warmup), force=args.force)
     device, dtype = resolve_device(args.device, args.dtype)
     graph = graph_for_tokens(spec, args.seq_len)
     # Built here in both modes, so a schedule that does not fit (P > layers, ...) fails before anything starts.

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 from pathlib import Path
 
 from rmtsched.cli.args import non_negative_int, positive_int
+from rmtsched.cli.output import to_json
+from rmtsched.fileio import check_writable
 from rmtsched.sim.report import format_table, run_record
 from rmtsched.sim.study import ENGINES, Study, run_study, schedules_for
 from rmtsched.sim.trace import plot_gantt, write_chrome_trace
+from rmtsched.specs.guard import check_fits, grid_estimate
 from rmtsched.specs.hardware import available_hardware_specs, load_hardware_spec
 from rmtsched.specs.model import available_model_specs, load_model_spec
 
@@ -51,19 +54,20 @@ def run(args: argparse.Namespace) -> int:
     hardware = load_hardware_spec(args.hardware)
     if args.runtime is not None:
         hardware = hardware.with_runtime(args.runtime)
-    study = run_study(
-        spec,
-        hardware,
-        args.seq_len,
-        schedules_for(args.schedule, args.devices),
-        max_width=args.max_width,
-        engine=args.engine,
-        batch_size=args.batch_size,
-    )
+    schedules = schedules_for(args.schedule, args.devices)
+    segments = math.ceil(args.seq_len / spec.segment_len)
+    what = f"simulating {spec.name} on {args.seq_len:,} tokens"
+    check_fits(grid_estimate(what, spec.num_layers, segments, len(schedules)), force=args.force)
     compare = args.schedule == "all"
+    for option, path in (("--trace", args.trace), ("--plot", args.plot)):
+        if path is not None:  # a bad path is refused now, not after the simulation
+            for name, _ in schedules:
+                check_writable(_per_schedule(path, name, compare), option)
+    study = run_study(spec, hardware, args.seq_len, schedules, max_width=args.max_width, engine=args.engine,
+                      batch_size=args.batch_size)
     _write_pictures(study, args.trace, args.plot, several=compare)
     if args.json:
-        print(json.dumps([run_record(study, run) for run in study.runs]))
+        print(to_json([run_record(study, run) for run in study.runs]))
     else:
         print(format_table(study, compare))
     for run in study.runs:

@@ -23,6 +23,7 @@ from rmtsched.backends.torch.session import (
 )
 from rmtsched.cli.cmd_run import add_model_arguments, model_spec
 from rmtsched.sched import graph_for_tokens
+from rmtsched.specs.guard import check_fits, run_estimate
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,6 +48,7 @@ def _comparable(result) -> list[torch.Tensor]:
 
 def run(args: argparse.Namespace) -> int:
     spec = model_spec(args)
+    check_fits(run_estimate(spec, args.seq_len, args.dtype, runs=6, kept_outputs=2, verb="verifying"), force=args.force)
     device, dtype = resolve_device(args.device, args.dtype)
     tolerance = default_tolerance(device, dtype) if args.tolerance is None else args.tolerance
     graph = graph_for_tokens(spec, args.seq_len)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rmtsched.errors import SpecError
+from rmtsched.fileio import atomic_write_text
 from rmtsched.specs.presets import Presets
 
 # The matmul dtype a model with ``dtype_bytes`` bytes per element runs in (ModelSpec.dtype_bytes).
@@ -94,35 +95,39 @@ class HardwareSpec:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        if not self.matmul_flops_per_s:
-            raise SpecError(f"hardware {self.name!r}: matmul_flops_per_s needs at least one dtype, got none")
+        for name in ("name", "notes"):
+            if not isinstance(getattr(self, name), str):
+                raise SpecError(f"hardware spec field {name} must be a string, got {getattr(self, name)!r}")
+        if not isinstance(self.matmul_flops_per_s, Mapping) or not self.matmul_flops_per_s:
+            raise SpecError(
+                f"hardware {self.name!r}: matmul_flops_per_s must map at least one dtype to FLOP/s, "
+                f"got {self.matmul_flops_per_s!r}"
+            )
         for dtype, rate in self.matmul_flops_per_s.items():
             _require_positive(self.name, f"matmul_flops_per_s[{dtype!r}]", rate)
-        for name in ("vector_flops_per_s", "memory_bandwidth_bytes_per_s", "memory_bytes",
-                     "link_bandwidth_bytes_per_s"):
+        for name in ("vector_flops_per_s", "memory_bandwidth_bytes_per_s", "memory_bytes"):
             _require_positive(self.name, name, getattr(self, name))
+        # An infinite link is allowed (and the default): it means transfers cost only their latency.
+        _require_positive(self.name, "link_bandwidth_bytes_per_s", self.link_bandwidth_bytes_per_s, finite=False)
         for name in ("launch_overhead_s", "link_latency_s", "matmul_half_flops", "memory_half_bytes",
                      "cell_overhead_s"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or value < 0 or math.isnan(value):
-                raise SpecError(f"hardware {self.name!r}: {name} must be a number >= 0, got {value!r}")
+            _require_non_negative(self.name, name, getattr(self, name))
         _require_positive(self.name, "lone_cell_slowdown", self.lone_cell_slowdown)
         for name in ("matmul_efficiency", "vector_efficiency", "memory_efficiency"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0 < value <= 1:
+            if not _is_number(value) or not 0 < value <= 1:
                 raise SpecError(f"hardware {self.name!r}: {name} must be in (0, 1], got {value!r}")
-        if not isinstance(self.num_devices, int) or self.num_devices <= 0:
+        if not isinstance(self.num_devices, int) or isinstance(self.num_devices, bool) or self.num_devices <= 0:
             raise SpecError(f"hardware {self.name!r}: num_devices must be a positive integer, got {self.num_devices!r}")
         for table in ("kernel_efficiency", "kernel_launch_overhead_s"):
             values = getattr(self, table)
             if not isinstance(values, Mapping):
                 raise SpecError(f"hardware {self.name!r}: {table} must map kernel names to numbers, got {values!r}")
             for kernel, value in values.items():
-                if table == "kernel_efficiency":
-                    _require_positive(self.name, f"{table}[{kernel!r}]", value)
-                elif not isinstance(value, int | float) or value < 0 or math.isnan(value):
-                    raise SpecError(f"hardware {self.name!r}: {table}[{kernel!r}] must be a number >= 0, got {value!r}")
-        if isinstance(self.per_row_kernels, str) or not all(isinstance(k, str) for k in self.per_row_kernels):
+                check = _require_positive if table == "kernel_efficiency" else _require_non_negative
+                check(self.name, f"{table}[{kernel!r}]", value)
+        kernels = self.per_row_kernels
+        if not isinstance(kernels, list | tuple) or not all(isinstance(kernel, str) for kernel in kernels):
             raise SpecError(
                 f"hardware {self.name!r}: per_row_kernels must be a list of kernel names, got {self.per_row_kernels!r}"
             )
@@ -189,13 +194,16 @@ class HardwareSpec:
         data["kernel_launch_overhead_s"] = dict(self.kernel_launch_overhead_s)
         data["per_row_kernels"] = list(self.per_row_kernels)
         data["runtime_profiles"] = {name: dict(values) for name, values in self.runtime_profiles.items()}
+        if math.isinf(self.link_bandwidth_bytes_per_s):
+            del data["link_bandwidth_bytes_per_s"]  # the default; JSON has no infinity
         return data
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() + "\n")
+        """Write the spec as JSON atomically: an interrupted save leaves the old file, never half a spec."""
+        atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HardwareSpec:
@@ -217,9 +225,20 @@ class HardwareSpec:
         return cls(**data)
 
 
-def _require_positive(spec_name: str, field_name: str, value: Any) -> None:
-    if not isinstance(value, int | float) or not value > 0 or math.isnan(value):
-        raise SpecError(f"hardware {spec_name!r}: {field_name} must be a positive number, got {value!r}")
+def _is_number(value: Any) -> bool:
+    """An int or float, not a bool (JSON's ``true`` would otherwise pass as 1)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _require_positive(spec_name: str, field_name: str, value: Any, *, finite: bool = True) -> None:
+    if not _is_number(value) or not value > 0 or (finite and not math.isfinite(value)):
+        kind = "a positive number" if finite else "a positive number or infinity"
+        raise SpecError(f"hardware {spec_name!r}: {field_name} must be {kind}, got {value!r}")
+
+
+def _require_non_negative(spec_name: str, field_name: str, value: Any) -> None:
+    if not _is_number(value) or not value >= 0 or not math.isfinite(value):
+        raise SpecError(f"hardware {spec_name!r}: {field_name} must be a finite number >= 0, got {value!r}")
 
 
 _PRESETS: Presets[HardwareSpec] = Presets("hardware", HardwareSpec.from_dict)

@@ -8,6 +8,7 @@ LLaMA sizes; ``load_model_spec`` takes a preset name or a JSON file with these f
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ FAMILY_RULES = {"armt": "layer_local", "rmt": "global_memory"}
 # ARMT's two published maths variants (design notes section 3): "paper" (the ARMT paper, the reference's
 # main branch and the trained checkpoints) and "normalized" (the reference's later experimental branch).
 ARMT_VARIANTS = ("paper", "normalized")
+# Largest size field (layers, widths, vocabulary, tokens). No real model comes near it; the cap keeps
+# absurd values (10**400 in a spec file) out of the cost model's float arithmetic, where they overflow.
+MAX_SIZE = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -54,9 +58,11 @@ class ModelSpec:
     tie_word_embeddings: bool = False
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILY_RULES:
+        if not isinstance(self.name, str):
+            raise SpecError(f"model spec field name must be a string, got {self.name!r}")
+        if not isinstance(self.family, str) or self.family not in FAMILY_RULES:
             raise SpecError(f"model {self.name!r}: family {self.family!r} is not one of {sorted(FAMILY_RULES)}")
-        if self.armt_variant not in ARMT_VARIANTS:
+        if not isinstance(self.armt_variant, str) or self.armt_variant not in ARMT_VARIANTS:
             raise SpecError(
                 f"model {self.name!r}: armt_variant {self.armt_variant!r} is not one of {list(ARMT_VARIANTS)}"
             )
@@ -67,10 +73,16 @@ class ModelSpec:
         positive = ("num_layers", "d_model", "num_heads", "num_kv_heads", "mlp_dim", "vocab_size", "segment_len")
         for field_name in (*positive, "mem_key_dim", "dpfp_nu", "dtype_bytes"):
             value = getattr(self, field_name)
-            if not isinstance(value, int) or value <= 0:
-                raise SpecError(f"model {self.name!r}: {field_name} must be a positive integer, got {value!r}")
-        if not isinstance(self.mem_tokens, int) or self.mem_tokens < 0:
-            raise SpecError(f"model {self.name!r}: mem_tokens must be a non-negative integer, got {self.mem_tokens!r}")
+            if not _is_int(value) or not 0 < value <= MAX_SIZE:
+                raise SpecError(f"model {self.name!r}: {field_name} must be a positive integer (at most "
+                                f"{MAX_SIZE:,}), got {value!r}")
+        if not _is_int(self.mem_tokens) or not 0 <= self.mem_tokens <= MAX_SIZE:
+            raise SpecError(f"model {self.name!r}: mem_tokens must be a non-negative integer (at most "
+                            f"{MAX_SIZE:,}), got {self.mem_tokens!r}")
+        for field_name in ("rope_theta", "rms_norm_eps"):  # NaN, inf or <= 0 would make every output NaN
+            value = getattr(self, field_name)
+            if not _is_real(value) or not 0 < value < math.inf:
+                raise SpecError(f"model {self.name!r}: {field_name} must be a positive, finite number, got {value!r}")
         if self.d_model % self.num_heads:
             raise SpecError(
                 f"model {self.name!r}: d_model {self.d_model} is not divisible by num_heads {self.num_heads}"
@@ -126,6 +138,15 @@ class ModelSpec:
         if missing:
             raise SpecError(f"model spec is missing field(s) {sorted(missing)}")
         return cls(**data)
+
+
+def _is_int(value: Any) -> bool:
+    """An int that is not a bool: JSON's ``true`` must not pass as 1 layer."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 _PRESETS: Presets[ModelSpec] = Presets("model", ModelSpec.from_dict)

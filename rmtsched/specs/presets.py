@@ -49,15 +49,24 @@ class Presets(Generic[SpecT]):
                 f"unknown {self.kind} {str(name_or_path)!r}: expected a JSON file or one of {self.names()}"
             )
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"{self.kind} spec file {str(path)!r} is not valid JSON: {exc}") from exc
+            data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            raise SpecError(
+                f"{self.kind} spec file {str(path)!r} is not valid JSON (UTF-8 text expected): {exc}"
+            ) from exc
+        except OSError as exc:
+            raise SpecError(f"{self.kind} spec file {str(path)!r} cannot be read: {exc}") from exc
         if not isinstance(data, dict):
             raise SpecError(
                 f"{self.kind} spec file {str(path)!r} must hold a JSON object, got {type(data).__name__}"
             )
         data.setdefault("name", path.stem)
         return self.from_dict(data)
+
+
+def _reject_constant(name: str) -> None:
+    """Python's json reads ``NaN`` and ``Infinity``, which are not JSON: a spec holding them is refused."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 __all__ = ["Presets"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 
@@ -83,7 +84,8 @@ def test_pipelined_on_two_processes_compares_per_rank_busy_time(capsys) -> None:
 def test_too_many_pipeline_devices_fail_before_any_run(capsys, tmp_path, monkeypatch) -> None:
     one_device = tmp_path / "one.json"
     load_hardware_spec("cpu-generic").replace(num_devices=1).save(one_device)
-    monkeypatch.setattr("rmtsched.cli.cmd_compare.compare", lambda *a, **k: pytest.fail("compare ran"))
+    compare_module = importlib.import_module("rmtsched.calibrate.compare")  # the package's `compare` is a function
+    monkeypatch.setattr(compare_module, "compare", lambda *a, **k: pytest.fail("compare ran"))
     code, out, err = run_cli(capsys, "--model", "armt-tiny", "--seq-len", "200", "--hardware", str(one_device),
                              "--devices", "2")
     assert code == 2 and out == ""

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
+from rmtsched.backends.torch.finite import require_finite
 from rmtsched.errors import CheckpointError
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -95,7 +96,7 @@ class TensorFiles:
         return tuple(self._handle(name).get_slice(name).get_shape())
 
     def get(self, name: str, dtype: torch.dtype) -> torch.Tensor:
-        return self._handle(name).get_tensor(name).to(dtype)
+        return require_finite(self._handle(name).get_tensor(name).to(dtype), name)
 
 
 def shape_problems(
