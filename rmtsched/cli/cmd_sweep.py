@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from rmtsched.cli.args import non_negative_int, positive_int
+from rmtsched.cli.output import provenance
 from rmtsched.errors import SpecError
 from rmtsched.fileio import check_writable
 from rmtsched.sim.study import ENGINES
@@ -70,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
 
     records = run_sweep(points, args.schedule, args.engine, args.max_width, args.jobs,
                         None if args.no_progress else progress)
-    write_csv(records, paths["sweep.csv"])
+    facts = dict(provenance())  # a copy: provenance() is cached
+    facts["host"] = json.dumps(facts["host"], sort_keys=True)  # one CSV cell
+    write_csv([{**record, **facts} for record in records], paths["sweep.csv"])
     written = [paths["sweep.csv"]]
     if not args.no_plots:
         plot_sweep(records, paths["latency.png"], paths["memory.png"])

@@ -138,14 +138,17 @@ class HardwareSpec:
         """The host-overhead, wave and runtime-profile fields (see the class docstring)."""
         for name in ("host_overhead_s", "host_cell_overhead_s", "host_step_overhead_s", "host_row_overhead_s"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0 <= value < math.inf:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
                 raise SpecError(f"hardware {self.name!r}: {name} must be a finite number >= 0, got {value!r}")
-        if not isinstance(self.row_loop_fraction, int | float) or not 0 <= self.row_loop_fraction <= 1:
+        fraction = self.row_loop_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
             raise SpecError(
                 f"hardware {self.name!r}: row_loop_fraction must be in [0, 1], got {self.row_loop_fraction!r}"
             )
         if not isinstance(self.sm_count, int) or isinstance(self.sm_count, bool) or self.sm_count < 0:
             raise SpecError(f"hardware {self.name!r}: sm_count must be an integer >= 0, got {self.sm_count!r}")
+        if not isinstance(self.runtime, str):
+            raise SpecError(f"hardware {self.name!r}: runtime must be a runtime name (a string), got {self.runtime!r}")
         if not isinstance(self.runtime_profiles, Mapping):
             raise SpecError(
                 f"hardware {self.name!r}: runtime_profiles must map runtime names to field values, "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from rmtsched.specs.model import load_model_spec
 
 # What each required option gets, so a command is complete apart from the one malformed value.
 REQUIRED = {"--model": "armt-tiny", "--seq-len": "64", "--hardware": "cpu-generic", "--schedule": "diagonal",
-            "--layers": "2", "--segments": "2"}
+            "--layers": "2", "--segments": "2", "--out": str(Path(tempfile.gettempdir()) / "rmtsched-fuzz-sweep")}
 # Added to every command so a malformed value that slipped through would still end quickly.
 CHEAP = {"calibrate": ["--quick"], "compare": ["--repeat", "1"], "run": ["--no-warmup"]}
 # String options that must name something that exists (a preset, a device, a dtype, a clock, a scheduler).
