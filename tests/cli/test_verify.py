@@ -7,7 +7,7 @@ import json
 import pytest
 from cli_helpers import run_main
 
-import rmtsched.cli.cmd_verify as cmd_verify
+import rmtsched.api as api
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -36,7 +36,7 @@ def test_text_report_says_ok(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_a_differing_schedule_fails_with_exit_1(monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The report logic: perturb every non-sequential run's outputs and verify must fail loudly."""
-    real_execute = cmd_verify.execute
+    real_execute = api.execute
 
     def perturbed(model, inputs, schedule, **kwargs):
         result = real_execute(model, inputs, schedule, **kwargs)
@@ -44,7 +44,7 @@ def test_a_differing_schedule_fails_with_exit_1(monkeypatch, capsys: pytest.Capt
             result.outputs[-1] = result.outputs[-1] + 1e-3
         return result
 
-    monkeypatch.setattr(cmd_verify, "execute", perturbed)
+    monkeypatch.setattr(api, "execute", perturbed)
     code, out, _ = run_cli(["--model", "armt-tiny", "--seq-len", "10", "--segment-len", "4", "--json"], capsys)
     report = json.loads(out)
     assert code == 1 and not report["ok"]

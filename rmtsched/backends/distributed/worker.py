@@ -37,27 +37,22 @@ from rmtsched.backends.distributed.job import RankJob, run_job
 from rmtsched.backends.distributed.plan import build_plans
 from rmtsched.backends.distributed.rank import rank_device
 from rmtsched.backends.distributed.result import summarise
+from rmtsched.backends.torch.models import DTYPES
 from rmtsched.backends.torch.session import random_token_ids
+from rmtsched.cli.args import add_run_arguments, run_config
 from rmtsched.errors import RmtschedError, SpecError
 from rmtsched.sched import CellGraph, Schedule, graph_for_tokens, make_schedule
 from rmtsched.specs.model import ModelSpec, load_model_spec
 
-DTYPES = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.bfloat16, "fp16": torch.float16}
 # The builder of rmtsched's own ARMT/RMT: builder(spec, *, seed, dtype, device) -> RecurrentModel.
 DEFAULT_BUILDER = "rmtsched.backends.torch:build_model"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rmtsched.backends.distributed.worker", description=__doc__)
-    parser.add_argument("--model", required=True, help="a model preset name or a ModelSpec JSON file")
-    parser.add_argument("--seq-len", type=int, required=True)
-    parser.add_argument("--segment-len", type=int, default=None)
-    parser.add_argument("--mem-tokens", type=int, default=None)
+    add_run_arguments(parser, checkpoint=False, inputs=False)  # --model, --seq-len, ..., --seed: one RunConfig
     parser.add_argument("--schedule", default="pipelined", help="'pipelined' or a schedule JSON file")
     parser.add_argument("--builder", default=DEFAULT_BUILDER, help="MODULE:FUNCTION(spec, *, seed, dtype, device)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads per rank (CPU)")
@@ -115,9 +110,7 @@ def run_from_environment(args: argparse.Namespace) -> dict | None:
 
 
 def _spec(args: argparse.Namespace) -> ModelSpec:
-    spec = load_model_spec(args.model)
-    changes = {"segment_len": args.segment_len, "mem_tokens": args.mem_tokens}
-    return spec.replace(**{key: value for key, value in changes.items() if value is not None})
+    return load_model_spec(args.model).replace(**run_config(args).spec_overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
