@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rmtsched.cli.args import add_run_arguments, positive_int, run_config
+from rmtsched.cli.provenance import provenance_lines
 from rmtsched.sched import available_schedulers
 
 
@@ -105,13 +106,3 @@ def _text(record: dict[str, Any]) -> str:
     lines.append(f"output_sha256 {record['output_sha256']}")
     return "\n".join(lines)
 
-
-def provenance_lines(record: dict[str, Any]) -> list[str]:
-    """Where the input and the weights came from (run and verify print the same two lines)."""
-    source = record["input"]
-    where = f"input: {source['tokens']} token ids x batch {source['batch']} from {source['source']}"
-    if source["truncated"]:
-        where += f", truncated from {source['available_tokens']} to --seq-len {source['tokens']}"
-    weights = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in record["weight_sources"].items())
-    checkpoint = f"checkpoint {record['checkpoint']}" if record["checkpoint"] else "no checkpoint"
-    return [where, f"weights ({checkpoint}, armt_variant {record['armt_variant']}) {weights}"]

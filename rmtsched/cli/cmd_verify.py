@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from rmtsched.cli.args import add_run_arguments, run_config
-from rmtsched.cli.cmd_run import provenance_lines
+from rmtsched.cli.provenance import provenance_lines
 
 
 def non_negative_float(text: str) -> float:
