@@ -43,15 +43,16 @@ def load_model(
 ) -> StackedModel:
     """A seeded random model of ``spec`` (with ``spec_overrides``), or the checkpoint in ``checkpoint``.
 
-    With a checkpoint, ``spec`` (None: the checkpoint's own) and the overrides go to the checkpoint
-    loader, which checks them against the weights; ``init_memory="seed"`` lets it draw missing ARMT
+    With a checkpoint, ``spec`` (None: the checkpoint's own, then changed by the overrides) goes to the
+    checkpoint loader, which checks it against the weights; ``init_memory="seed"`` lets it draw missing ARMT
     memory weights from ``seed``. The model's ``weight_sources`` says where each weight came from.
     """
+    if spec is not None:  # a given spec takes the run's choices itself; the loader checks it against the weights
+        spec, spec_overrides = spec.replace(**(spec_overrides or {})), None
     if checkpoint is None:
         if spec is None:
             raise SpecError("no model spec and no checkpoint: expected a model preset, a spec file or a checkpoint")
-        model = build_model(spec.replace(**(spec_overrides or {})), seed=seed, dtype=dtype, device=device,
-                            matmul=matmul)
+        model = build_model(spec, seed=seed, dtype=dtype, device=device, matmul=matmul)
         if getattr(model, "weight_sources", None) is None:
             model.weight_sources = dict.fromkeys(model.params, "seed")
         return model
