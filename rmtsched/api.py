@@ -22,6 +22,7 @@ from tqdm import tqdm
 from rmtsched.backends.torch.base import StackedModel
 from rmtsched.backends.torch.executor import ExecutionResult, execute
 from rmtsched.backends.torch.models import build_model, parse_dtype
+from rmtsched.backends.torch.params import param_shapes
 from rmtsched.backends.torch.session import (
     OutputHash,
     default_tolerance,
@@ -79,8 +80,7 @@ class Model:
 
     def input_of(self, config: RunConfig) -> TokenInput:
         """The input ``config`` names (tokens or text file, else seeded random ids of ``seq_len``)."""
-        return load_token_input(self.spec, tokens=config.tokens, text=config.text, checkpoint=config.checkpoint,
-                                seq_len=config.seq_len, seed=config.seed)
+        return input_of(config, self.spec)
 
     def forward(self, tokens: Any, schedule: str = "diagonal", *, max_width: int | None = None) -> ForwardOutput:
         """Run ``tokens`` ([N] or [B, N] ids) under ``schedule``; bit-identical for every schedule on CPU."""
@@ -135,6 +135,17 @@ def load_config(config: RunConfig) -> Model:
     return Model(backend, config)
 
 
+def seeded_spec(config: RunConfig) -> ModelSpec:
+    """The spec of ``config``'s seeded model (no checkpoint): the preset or file, with the run's overrides."""
+    return load_model_spec(config.model).replace(**config.spec_overrides)
+
+
+def input_of(config: RunConfig, spec: ModelSpec) -> TokenInput:
+    """The input ``config`` names (tokens or text file, else seeded random ids of ``seq_len``), checked for ``spec``."""
+    return load_token_input(spec, tokens=config.tokens, text=config.text, checkpoint=config.checkpoint,
+                            seq_len=config.seq_len, seed=config.seed)
+
+
 def outputs_of(model: StackedModel, segment_outputs: Sequence[torch.Tensor]) -> ForwardOutput:
     """Logits and hidden states from the segment outputs (one LM-head call per segment, as in any schedule)."""
     hidden = torch.cat(list(segment_outputs), dim=1)
@@ -171,15 +182,21 @@ def run(
         save_outputs_to = check_writable(save_outputs_to, "outputs file")
         if devices > 1 and not in_process:
             raise SpecError(f"saving outputs needs the run in this process: got devices={devices} without in_process")
-    model = load_config(config)
-    token_input = model.input_of(config)
-    spec, seq_len = model.spec, int(token_input.ids.shape[1])
+    in_ranks = devices > 1 and not in_process
+    # Ranks build their own weights: the parent builds none for a seeded model (a checkpoint's spec needs a load).
+    model = None if in_ranks and config.checkpoint is None else load_config(config)
+    spec = seeded_spec(config) if model is None else model.spec
+    token_input = input_of(config, spec)
+    seq_len = int(token_input.ids.shape[1])
     # Built here in both modes, so a schedule that does not fit (P > layers, ...) fails before anything starts.
     plan = make_schedule(graph_for_tokens(spec, seq_len), schedule, max_width=max_width, num_devices=devices)
+    sources = {"seed": sorted(param_shapes(spec))} if model is None else weight_source_summary(model.backend)
     record = {"model": spec.name, "family": spec.family, "layers": spec.num_layers, "seq_len": seq_len,
-              "segment_len": spec.segment_len, "dtype": config.dtype_name, **_provenance(model, token_input)}
-    if devices > 1 and not in_process:
-        record.update(_run_processes(config, model, token_input.ids, schedule, max_width, devices,
+              "segment_len": spec.segment_len, "dtype": config.dtype_name,
+              **_provenance(config, spec, sources, token_input)}
+    if in_ranks:
+        del model  # the ranks load their own copies
+        record.update(_run_processes(config, spec, token_input.ids, schedule, max_width, devices,
                                      threads_per_process, timeout_s, repeat, warmup))
         return record
     record.update(_run_here(model, token_input.ids, plan, threads_per_process, repeat, warmup, progress,
@@ -223,12 +240,12 @@ def _run_here(model: Model, ids: torch.Tensor, plan: Any, threads: int | None, r
     }  # fmt: skip
 
 
-def _run_processes(config: RunConfig, model: Model, ids: torch.Tensor, schedule: str, max_width: int | None,
+def _run_processes(config: RunConfig, spec: ModelSpec, ids: torch.Tensor, schedule: str, max_width: int | None,
                    devices: int, threads: int | None, timeout_s: float, repeat: int, warmup: bool) -> dict[str, Any]:
     """One local process per device through the distributed launcher; its errors name the rank and step."""
     from rmtsched.backends.distributed import DistributedError, run_pipelined  # optional layer: only when asked
 
-    spec, dtype = model.spec, parse_dtype(config.dtype_name)
+    dtype = parse_dtype(config.dtype_name)
     if config.checkpoint is None:  # each rank draws only its own layers' weights (the full model's, same seed)
         factory = partial(build_model, spec, seed=config.seed, dtype=dtype, matmul=config.gemm)
     else:
@@ -288,7 +305,7 @@ def verify(
         "model": model.spec.name, "seq_len": int(ids.shape[1]), "device": backend.device.type,
         "dtype": config.dtype_name, "tolerance": tolerance, "reference_nonfinite": reference_nonfinite,
         "ok": reference_nonfinite == 0 and all(row["within_tolerance"] for row in rows),
-        **_provenance(model, token_input), "schedules": rows,
+        **_provenance(config, model.spec, weight_source_summary(backend), token_input), "schedules": rows,
     }  # fmt: skip
 
 
@@ -324,12 +341,11 @@ def _config(config: RunConfig | None, fields: dict[str, Any]) -> RunConfig:
     return config.replace(**fields) if fields else config
 
 
-def _provenance(model: Model, token_input: TokenInput) -> dict[str, Any]:
+def _provenance(config: RunConfig, spec: ModelSpec, sources: dict[str, list[str]],
+                token_input: TokenInput) -> dict[str, Any]:
     """Where the weights and the input came from (every record carries it)."""
-    config = model.config
     return {"checkpoint": None if config.checkpoint is None else str(config.checkpoint),
-            "armt_variant": model.spec.armt_variant, "weight_sources": weight_source_summary(model.backend),
-            "input": token_input.to_dict()}
+            "armt_variant": spec.armt_variant, "weight_sources": sources, "input": token_input.to_dict()}
 
 
 def _segments(model: StackedModel, seq_len: int) -> int:

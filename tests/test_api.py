@@ -263,3 +263,14 @@ def test_import_rmtsched_stays_torch_free() -> None:
     code = ("import sys, rmtsched; assert 'torch' not in sys.modules; rmtsched.RunConfig; "
             "assert 'torch' not in sys.modules; rmtsched.load; assert 'torch' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.distributed
+def test_a_checkpoint_runs_on_several_processes_with_the_same_hash(checkpoint: Path, tokens_file: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--checkpoint", str(checkpoint), "--tokens", str(tokens_file), "--schedule", "pipelined", "--devices", "3",
+            "--threads-per-process", "1"]
+    here = run_json(capsys, *base, "--in-process")
+    ranks = run_json(capsys, *base)
+    assert ranks["processes"] == 3 and ranks["output_sha256"] == here["output_sha256"]
+    assert ranks["weight_sources"] == here["weight_sources"] and ranks["input"] == here["input"]

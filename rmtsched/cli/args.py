@@ -45,6 +45,14 @@ def add_run_arguments(
     leaves out ``--checkpoint``/``--init-memory`` (commands that build seeded models only);
     ``inputs=False`` leaves out ``--tokens``/``--text`` and makes ``--seq-len`` required.
     ``dtype_default`` None lets the command choose the dtype per device (compare: bf16 on CUDA).
+
+    A command that runs a model (``generate`` too) registers the group and, in its handler, imports
+    the API and reads the config back::
+
+        add_run_arguments(parser)                          # in register()
+        config = run_config(args)                          # in the handler: a checked RunConfig
+        model = rmtsched.api.load_config(config)           # seeded, or from --checkpoint (weight_sources)
+        ids = model.input_of(config).ids                   # --tokens / --text / --seq-len random ids
     """
     group = parser.add_argument_group("model and input (a RunConfig)")
     required = "" if checkpoint else " (required)"
