@@ -34,10 +34,10 @@ from rmtsched.backends.torch.session import (
 )
 from rmtsched.backends.torch.threads import intra_op_threads
 from rmtsched.backends.torch.timing import time_schedule
-from rmtsched.backends.torch.token_io import TokenInput, check_token_ids, load_token_input, save_outputs
+from rmtsched.backends.torch.token_io import InputError, TokenInput, check_token_ids, load_token_input, save_outputs
 from rmtsched.errors import RunFailure, SpecError
 from rmtsched.fileio import check_writable
-from rmtsched.sched import graph_for_tokens, make_schedule
+from rmtsched.sched import Schedule, graph_for_tokens, make_schedule
 from rmtsched.specs.model import ModelSpec, load_model_spec
 from rmtsched.specs.run import RunConfig
 
@@ -73,7 +73,7 @@ class Model:
         if ids.dim() == 1:
             ids = ids.reshape(1, -1)
         if ids.dim() != 2 or ids.shape[1] == 0 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
-            raise SpecError(f"tokens must be integer ids of shape [N] or [B, N], got {ids.dtype} {list(ids.shape)}")
+            raise InputError(f"tokens must be integer ids of shape [N] or [B, N], got {ids.dtype} {list(ids.shape)}")
         ids = ids.to(torch.int64)
         check_token_ids(ids, self.spec.vocab_size, "tokens")
         return ids
@@ -114,8 +114,8 @@ def load(
     ``dtype``, ``seed``, ``gemm``.
     """
     if isinstance(checkpoint_or_spec, ModelSpec):
-        device, dtype = resolve_device(fields.get("device", "cpu"), fields.get("dtype") or "fp32")
         config = RunConfig(model=checkpoint_or_spec.name, **fields)
+        device, dtype = resolve_device(config.device, config.dtype_name)
         backend = load_model(checkpoint_or_spec, checkpoint=None, seed=config.seed, dtype=dtype, device=device,
                              matmul=config.gemm, spec_overrides=config.spec_overrides)
         return Model(backend, config)
@@ -178,6 +178,7 @@ def run(
     """
     config = _config(config, fields)
     config.require_input()
+    resolve_device(config.device, config.dtype_name)  # before anything is built, in this process or the ranks
     if save_outputs_to is not None:
         save_outputs_to = check_writable(save_outputs_to, "outputs file")
         if devices > 1 and not in_process:
@@ -204,7 +205,7 @@ def run(
     return record
 
 
-def _run_here(model: Model, ids: torch.Tensor, plan: Any, threads: int | None, repeat: int, warmup: bool,
+def _run_here(model: Model, ids: torch.Tensor, plan: Schedule, threads: int | None, repeat: int, warmup: bool,
               progress: bool, save_to: Path | None) -> dict[str, Any]:
     """Every step in this process: timed by ``time_schedule``, each run hashed, outputs kept only to save."""
     backend, seq_len = model.backend, int(ids.shape[1])
@@ -273,13 +274,17 @@ def _run_processes(config: RunConfig, spec: ModelSpec, ids: torch.Tensor, schedu
 
 
 def verify(
-    config: RunConfig | None = None, *, tolerance: float | None = None, progress: bool = False, **fields: Any
+    config: RunConfig | None = None, *, tolerance: float | None = None, save_outputs_to: Path | str | None = None,
+    progress: bool = False, **fields: Any,
 ) -> dict[str, Any]:
     """Run every registered schedule and compare it with the sequential run; return ``rmtsched verify``'s
     record. ``ok`` is False if any schedule differs by more than ``tolerance`` (default: 0 on CPU, the
-    exactness contract) or any output or final state holds NaN/inf (then nothing can be trusted)."""
+    exactness contract) or any output or final state holds NaN/inf (then nothing can be trusted).
+    ``save_outputs_to`` writes the sequential run's ``logits`` and ``hidden`` (path checked first)."""
     config = _config(config, fields)
     config.require_input()
+    if save_outputs_to is not None:
+        save_outputs_to = check_writable(save_outputs_to, "outputs file")
     if tolerance is not None and not (tolerance >= 0 and math.isfinite(tolerance)):
         raise SpecError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
     model = load_config(config)
@@ -288,7 +293,11 @@ def verify(
     tolerance = default_tolerance(backend.device, backend.dtype) if tolerance is None else tolerance
     graph = graph_for_tokens(model.spec, int(ids.shape[1]))
     schedules = verification_schedules(graph)
-    reference = _comparable(execute(backend, ids, schedules.pop("sequential")))
+    sequential = execute(backend, ids, schedules.pop("sequential"))
+    if save_outputs_to is not None:
+        outputs = outputs_of(backend, sequential.outputs)
+        save_outputs(save_outputs_to, outputs.logits, outputs.hidden)
+    reference = _comparable(sequential)
     reference_nonfinite = _nonfinite(reference)
     rows = []
     for name, schedule in tqdm(schedules.items(), desc="verify", unit="schedule", file=sys.stderr, delay=2.0,
@@ -305,7 +314,8 @@ def verify(
         "model": model.spec.name, "seq_len": int(ids.shape[1]), "device": backend.device.type,
         "dtype": config.dtype_name, "tolerance": tolerance, "reference_nonfinite": reference_nonfinite,
         "ok": reference_nonfinite == 0 and all(row["within_tolerance"] for row in rows),
-        **_provenance(config, model.spec, weight_source_summary(backend), token_input), "schedules": rows,
+        **_provenance(config, model.spec, weight_source_summary(backend), token_input),
+        "saved_outputs": None if save_outputs_to is None else str(save_outputs_to), "schedules": rows,
     }  # fmt: skip
 
 

@@ -231,14 +231,19 @@ def test_generate_delegates_to_the_backend(checkpoint: Path, monkeypatch: pytest
         model.generate([1, 99], 2)
 
 
-def test_api_run_and_verify_return_the_cli_records(capsys: pytest.CaptureFixture[str]) -> None:
+def test_api_run_and_verify_return_the_cli_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = rmtsched.RunConfig(model="armt-tiny", seq_len=12, segment_len=4, mem_tokens=2)
     record = rmtsched.run(config, schedule="diagonal")
     cli = run_json(capsys, "--model", "armt-tiny", "--seq-len", "12", "--segment-len", "4", "--mem-tokens", "2",
                    "--schedule", "diagonal")
     assert record.keys() == cli.keys() and record["output_sha256"] == cli["output_sha256"]
-    report = rmtsched.verify(model="armt-tiny", seq_len=12, segment_len=4, mem_tokens=2)
+    report = rmtsched.verify(model="armt-tiny", seq_len=12, segment_len=4, mem_tokens=2,
+                             save_outputs_to=tmp_path / "verify.safetensors")
     assert report["ok"] and all(row["bitwise_equal"] for row in report["schedules"])
+    saved = safetensors.torch.load_file(str(tmp_path / "verify.safetensors"))
+    forward = rmtsched.load("armt-tiny", segment_len=4, mem_tokens=2).forward(torch.randint(
+        0, 1024, (1, 12), generator=torch.Generator().manual_seed(0)), "greedy")  # run's random ids, seed 0
+    assert torch.equal(saved["logits"], forward.logits) and torch.equal(saved["hidden"], forward.hidden)
     assert rmtsched.load("armt-tiny", segment_len=4).spec.segment_len == 4
     seeded = rmtsched.load(SPEC, dtype="fp64", seed=7)
     assert seeded.backend.dtype == torch.float64 and set(seeded.weight_sources.values()) == {"seed"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 from rmtsched.cli.args import add_run_arguments, run_config
@@ -32,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_run_arguments(parser)
     parser.add_argument("--tolerance", type=non_negative_float, default=None,
                         help="max |diff| allowed (default: 0 on cpu)")
+    parser.add_argument("--save-outputs", type=Path, default=None, metavar="FILE.safetensors",
+                        help="write the sequential run's logits [B, N, vocab] and hidden [B, N, d] here, atomically")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=run)
 
@@ -39,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rmtsched import api  # torch is imported only when a command runs
 
-    report = api.verify(run_config(args), tolerance=args.tolerance, progress=True)
+    report = api.verify(run_config(args), tolerance=args.tolerance, save_outputs_to=args.save_outputs, progress=True)
     print(json.dumps(report) if args.json else _text(report))
     return 0 if report["ok"] else 1
 
@@ -58,6 +61,8 @@ def _text(report: dict[str, Any]) -> str:
                      f"{'yes' if row['bitwise_equal'] else 'NO':>8} {row['nonfinite']:>8}")
     broken = ["sequential"] * bool(report["reference_nonfinite"])
     broken += [row["schedule"] for row in rows if row["nonfinite"]]
+    if report["saved_outputs"]:
+        lines.append(f"saved the sequential run's logits and hidden states to {report['saved_outputs']}")
     if broken:
         lines.append(f"FAILED: NaN/inf in the outputs of {', '.join(broken)}: no result can be trusted")
     elif report["ok"]:
