@@ -39,10 +39,10 @@ from rmtsched.backends.distributed.rank import rank_device
 from rmtsched.backends.distributed.result import summarise
 from rmtsched.backends.torch.models import DTYPES
 from rmtsched.backends.torch.session import random_token_ids
-from rmtsched.cli.args import add_run_arguments, run_config
 from rmtsched.errors import RmtschedError, SpecError
 from rmtsched.sched import CellGraph, Schedule, graph_for_tokens, make_schedule
 from rmtsched.specs.model import ModelSpec, load_model_spec
+from rmtsched.specs.run_options import add_run_arguments, run_config
 
 # The builder of rmtsched's own ARMT/RMT: builder(spec, *, seed, dtype, device) -> RecurrentModel.
 DEFAULT_BUILDER = "rmtsched.backends.torch:build_model"
