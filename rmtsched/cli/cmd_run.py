@@ -12,25 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from rmtsched.cli.args import add_run_arguments, positive_int, run_config
+from rmtsched.cli.args import add_run_arguments, positive_int, positive_seconds, run_config
 from rmtsched.cli.provenance import provenance_lines
 from rmtsched.sched import available_schedulers
-
-
-def positive_seconds(text: str) -> float:
-    """A finite number of seconds > 0 (the multi-process run's no-progress timeout)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -9,23 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from rmtsched.cli.args import add_run_arguments, run_config
+from rmtsched.cli.args import add_run_arguments, non_negative_float, run_config
 from rmtsched.cli.provenance import provenance_lines
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0 (a tolerance)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -10,32 +10,35 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rmtsched.specs.model import ARMT_VARIANTS, available_model_specs
 from rmtsched.specs.run import DEVICE_DTYPES, GEMM_MODES, INIT_MEMORY, RunConfig
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (layers, segments, devices, widths, lengths)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _number_type(cast: Callable[[str], Any], accept: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse ``type`` that casts the text and rejects values outside ``accept`` as "expected ..., got ..."."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """An integer >= 0 (memory tokens, seeds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+# Layers, segments, devices, widths, lengths; memory tokens and seeds; timeouts; tolerances.
+positive_int = _number_type(int, lambda value: value > 0, "a positive integer")
+non_negative_int = _number_type(int, lambda value: value >= 0, "a non-negative integer")
+positive_seconds = _number_type(float, lambda value: 0 < value < math.inf, "a positive, finite number of seconds")
+non_negative_float = _number_type(float, lambda value: 0 <= value < math.inf, "a finite number >= 0")
 
 
 def add_run_arguments(
