@@ -1,7 +1,8 @@
 """Backend benchmarks: diagonal vs sequential, executor overhead, streaming memory, kernel invariance survey.
 
-Every speed figure is a ratio of medians measured side by side in one process (repeats interleaved, so
-machine noise hits both sides alike); peak memory is the peak RSS of fresh ``rmtsched run`` subprocesses.
+Every speed figure is a ratio of medians measured side by side in one process by the backend's
+``time_schedule``/``time_calls`` (repeats interleaved, so machine noise hits both sides alike); peak
+memory is the peak RSS of fresh ``rmtsched run`` subprocesses.
 
     .venv/bin/python bench/bench_backend.py              # everything (about 10 minutes on 2 cores)
     .venv/bin/python bench/bench_backend.py --only speed --repeats 5
@@ -13,42 +14,26 @@ import argparse
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from rmtsched.backends.torch import build_model, execute
+from rmtsched.backends.torch.timing import time_calls, time_schedule
 from rmtsched.sched import build_cell_graph, make_schedule, split_segments
 from rmtsched.specs.model import ModelSpec, load_model_spec
 
 
-def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each callable, the callables taking turns ``repeats`` times."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-def schedule_runs(spec: ModelSpec, segments: int, gemm: str = "auto") -> dict[str, Callable[[], object]]:
+def schedule_medians(spec: ModelSpec, segments: int, repeats: int, gemm: str = "auto") -> dict[str, float]:
+    """Median seconds of the sequential and diagonal schedules over ``segments`` segments (prefix warm-up)."""
     model = build_model(spec, seed=0, matmul=gemm)
     inputs = torch.randint(0, spec.vocab_size, (1, segments * spec.segment_len), generator=torch.Generator())
     graph = build_cell_graph(spec.num_layers, segment_tokens=split_segments(inputs.shape[1], spec.segment_len))
     schedules = {name: make_schedule(graph, name) for name in ("sequential", "diagonal")}
-    # Warm-up: one run of each schedule (RowMatmul's one-time probes, allocator, thread pools).
-    for schedule in schedules.values():
-        execute(model, inputs[:, : (spec.num_layers + 1) * spec.segment_len],
-                make_schedule(build_cell_graph(spec.num_layers, spec.num_layers + 1), schedule.scheduler),
-                collect_outputs=False)
-    return {name: (lambda s=s: execute(model, inputs, s, collect_outputs=False)) for name, s in schedules.items()}
+    timings = time_schedule(model, inputs, schedules, repeat=repeats)
+    return {name: timing.median_s for name, timing in timings.items()}
 
 
 def bench_speed(repeats: int, segments: int, big_segments: int) -> dict[str, object]:
@@ -56,12 +41,12 @@ def bench_speed(repeats: int, segments: int, big_segments: int) -> dict[str, obj
     big = small.replace(name="armt-small-d512", d_model=512, mlp_dim=2048)
     results: dict[str, object] = {}
     for label, spec, count in (("armt-small", small, segments), ("armt-small-d512", big, big_segments)):
-        medians = interleaved_medians(schedule_runs(spec, count), repeats)
+        medians = schedule_medians(spec, count, repeats)
         ratio = medians["sequential"] / medians["diagonal"]
         results[label] = {"segments": count, **medians, "speedup": ratio}
         print(f"{label:16s} {count:4d} segments  sequential {medians['sequential']:7.3f} s  "
               f"diagonal {medians['diagonal']:7.3f} s  speedup {ratio:5.2f}x  (median of {repeats})")
-    medians = interleaved_medians(schedule_runs(small, segments, gemm="rows"), repeats)
+    medians = schedule_medians(small, segments, repeats, gemm="rows")
     results["armt-small/rows"] = {"segments": segments, **medians,
                                   "speedup": medians["sequential"] / medians["diagonal"]}
     print(f"{'armt-small rows':16s} {segments:4d} segments  sequential {medians['sequential']:7.3f} s  "
@@ -88,10 +73,11 @@ def bench_overhead(repeats: int, segments: int) -> dict[str, object]:
                     hidden = model.forward_layers(hidden, range(layer, layer + 1), state)
                 model.segment_output(hidden[0])
 
-    runs = {"executor": lambda: execute(model, inputs, schedule, collect_outputs=False), "hand_loop": hand_loop}
+    runs = {"executor": lambda _: execute(model, inputs, schedule, collect_outputs=False),
+            "hand_loop": lambda _: hand_loop()}
     for run in runs.values():
-        run()
-    medians = interleaved_medians(runs, repeats)
+        run(0)
+    medians = {name: timing.median_s for name, timing in time_calls(runs, repeat=repeats).items()}
     overhead = medians["executor"] / medians["hand_loop"] - 1
     print(f"executor sequential {medians['executor']:.3f} s vs hand-written loop {medians['hand_loop']:.3f} s: "
           f"overhead {100 * overhead:+.1f}% (armt-small, {segments} segments, median of {repeats})")

@@ -2,8 +2,8 @@
 
 For each model, runs the sequential and the diagonal schedule in both row-GEMM modes ("auto": batched only
 where a probe proved the batched call bit-identical to per-row calls; "batched": always one grouped call),
-each run ending in ``torch.cuda.synchronize`` (repeats interleaved, medians, as bench_backend.py). Prints the measured
-speedup, the largest output difference against the sequential run of the same mode, how RowMatmul's
+each run ending in a device sync (the backend's ``time_schedule``: repeats interleaved, medians). Prints the
+measured speedup, the largest output difference against the sequential run of the same mode, how RowMatmul's
 probes decided (batched or per-row call layouts), and the speedup the simulator predicts on a preset.
 
     python3 bench/bench_cuda.py [--models armt-small,armt-llama-160m] [--seq-len N] [--dtype bf16]
@@ -18,33 +18,18 @@ import argparse
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable
-from functools import partial
 
 import torch
-from bench_backend import interleaved_medians  # the schedules take turns; medians
 
 from rmtsched.backends.torch import build_model, execute, rowmm
 from rmtsched.backends.torch.models import parse_dtype
-from rmtsched.calibrate.timing import synchronize
-from rmtsched.sched import Schedule, graph_for_tokens, make_schedule
+from rmtsched.backends.torch.timing import synchronize, time_schedule
+from rmtsched.sched import graph_for_tokens, make_schedule
 from rmtsched.sim import CostModel, simulate, workload_from_spec
 from rmtsched.specs.hardware import load_hardware_spec
 from rmtsched.specs.model import load_model_spec
 
 SCHEDULES = ("sequential", "diagonal")
-
-
-def schedule_runs(
-    model: object, inputs: torch.Tensor, plans: dict[str, Schedule], device: torch.device
-) -> dict[str, Callable[[], object]]:
-    """One callable per schedule that returns only when the device has finished the run (CUDA is async)."""
-
-    def run(schedule: Schedule) -> None:
-        execute(model, inputs, schedule, validate=False, collect_outputs=False)
-        synchronize(device)
-
-    return {name: partial(run, schedule) for name, schedule in plans.items()}
 
 
 def bench_model(
@@ -69,7 +54,8 @@ def bench_model(
                    for a, b in zip(outputs["sequential"], outputs["diagonal"], strict=True))
         bitwise = all(torch.equal(a, b) for a, b in zip(outputs["sequential"], outputs["diagonal"], strict=True))
         synchronize(device)
-        medians = interleaved_medians(schedule_runs(model, inputs, plans, device), repeats)
+        timings = time_schedule(model, inputs, plans, repeat=repeats, warmup=False)  # warmed up just above
+        medians = {s: timing.median_s for s, timing in timings.items()}
         record[gemm] = {"measured_s": medians, "speedup": medians["sequential"] / medians["diagonal"],
                         "max_abs_diff": diff, "bit_identical": bitwise,
                         "plans": dict(Counter(rowmm._plans.values()))}

@@ -1,24 +1,25 @@
 """Predicted versus measured: run schedules on the PyTorch backend and through the simulator.
 
-For one model and sequence length, every schedule is timed on the real backend (median of R runs,
-schedules interleaved run by run so drift in the machine's load hits them alike) and simulated with the
-event engine on the given ``HardwareSpec``. Timed runs skip the executor's schedule validation (checked
-once in the untimed warm-up run), which the simulator does not model either.
+For one model and sequence length, every schedule is timed on the real backend by
+``rmtsched.backends.torch.timing.time_schedule`` (median of R runs, schedules interleaved run by run so
+drift in the machine's load hits them alike, validation outside the timing) and simulated with the
+event engine on the given ``HardwareSpec``.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from rmtsched.backends.torch import build_model, execute
+from rmtsched.backends.torch import build_model
+from rmtsched.backends.torch.timing import time_schedule
 from rmtsched.calibrate.device import Target, using_threads
-from rmtsched.calibrate.timing import clock, synchronize
+from rmtsched.calibrate.timing import clock
 from rmtsched.errors import ScheduleError, SpecError
 from rmtsched.sched import CellGraph, Schedule, available_schedulers, graph_for_tokens, make_schedule
 from rmtsched.sim import CostModel, simulate, workload_from_spec
@@ -144,6 +145,7 @@ def compare(
     seed: int = 0,
     progress: bool = True,
     clock_name: str = "wall",
+    matmul: str = "auto",
 ) -> Comparison:
     """Time and simulate ``schedules`` (default: every registered one) of ``spec`` on ``seq_len`` tokens.
 
@@ -159,38 +161,19 @@ def compare(
     cost = CostModel(workload_from_spec(spec), hardware)
     predicted = {name: simulate(schedule, graph, cost).makespan_s for name, schedule in plans.items()}
 
-    model = build_model(spec, seed=seed, dtype=target.dtype, device=target.device)
+    model = build_model(spec, seed=seed, dtype=target.dtype, device=target.device, matmul=matmul)
     generator = torch.Generator().manual_seed(seed)
     inputs = torch.randint(0, spec.vocab_size, (1, seq_len), generator=generator).to(target.device)
-    runs: dict[str, list[float]] = {name: [] for name in plans}
-    names = list(plans)
-    total = len(names) * (repeat + 1)
     with (
         using_threads(target),
-        tqdm(total=total, desc=f"compare {spec.name}", unit="run", disable=not progress, leave=False) as bar,
+        tqdm(total=len(plans) * repeat, desc=f"compare {spec.name}", unit="run", disable=not progress,
+             leave=False) as bar,
     ):
-        for name in names:  # warm-up: validates each schedule and settles the backend's one-time work
-            execute(model, inputs, plans[name], collect_outputs=False)
-            bar.update()
-        for index in range(repeat):
-            rotated = names[index % len(names):] + names[: index % len(names)]
-            for name in rotated:
-                runs[name].append(_timed_run(model, inputs, plans[name], target, now))
-                bar.update()
+        timings = time_schedule(model, inputs, plans, repeat=repeat, clock=now, after_each=bar.update)
     rows = tuple(
-        ScheduleComparison(name, plans[name].num_steps, predicted[name], tuple(runs[name])) for name in names
+        ScheduleComparison(name, plans[name].num_steps, predicted[name], timings[name].runs_s) for name in plans
     )
     return Comparison(spec, hardware, seq_len, graph, target, rows)
-
-
-def _timed_run(
-    model: object, inputs: torch.Tensor, schedule: Schedule, target: Target, now: Callable[[], float]
-) -> float:
-    synchronize(target.device)
-    start = now()
-    execute(model, inputs, schedule, validate=False, collect_outputs=False)
-    synchronize(target.device)
-    return now() - start
 
 
 __all__ = ["BASELINE", "Comparison", "PredictedVsMeasured", "ScheduleComparison", "compare", "single_device_schedulers"]

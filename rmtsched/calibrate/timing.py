@@ -1,9 +1,10 @@
 """Wall-clock timing of backend calls: warm up, then repeat within a time budget (callers take the median).
 
-CUDA work is asynchronous, so every timed call is bracketed by ``torch.cuda.synchronize``; on the CPU the
-synchronisation is a no-op. Medians, not minima: ``rmtsched compare`` reports medians of whole runs, and
-a calibration fitted to best cases would under-predict them systematically. The ``process`` clock (CPU
-time of this process) makes single-threaded CPU timings robust to other work on a shared machine.
+CUDA work is asynchronous, so every timed call is bracketed by the backend's ``synchronize``; on the CPU
+it is a no-op. (Whole schedules are timed by ``rmtsched.backends.torch.timing.time_schedule``.)
+Medians, not minima: ``rmtsched compare`` reports medians of whole runs, and a calibration fitted to best
+cases would under-predict them systematically. The ``process`` clock (CPU time of this
+process) makes single-threaded CPU timings robust to other work on a shared machine.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rmtsched.backends.torch.timing import synchronize
 from rmtsched.errors import SpecError
 
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "process": time.process_time}
@@ -30,12 +32,6 @@ def clock(name: str, device: torch.device, threads: int) -> Callable[[], float]:
             "it counts CPU time, which is wall time only for one thread"
         )
     return CLOCKS[name]
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued work on ``device`` (CUDA); nothing to wait for on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @dataclass(frozen=True)
@@ -97,4 +93,4 @@ def sample_times_s(fn: Callable[[], object], device: torch.device, policy: Timin
     return times
 
 
-__all__ = ["CLOCKS", "FULL", "QUICK", "TimingPolicy", "clock", "sample_times_s", "synchronize"]
+__all__ = ["CLOCKS", "FULL", "QUICK", "TimingPolicy", "clock", "sample_times_s"]

@@ -1,27 +1,17 @@
-"""Argument types shared by the subcommands: they reject bad values with one clear message."""
+"""Arguments shared by the subcommands: number types that name a bad value, and the ``RunConfig`` option group.
 
-from __future__ import annotations
+They are defined in ``rmtsched.specs.run_options`` (below ``backends``, so the torchrun worker's parser
+uses the same group without an import running back up the layers); subcommands import them from here.
+"""
 
-import argparse
+from rmtsched.specs.run_options import (
+    add_run_arguments,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    positive_seconds,
+    run_config,
+)
 
-
-def positive_int(text: str) -> int:
-    """An integer >= 1 (layers, segments, devices, widths, lengths)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """An integer >= 0 (memory tokens, seeds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+__all__ = ["add_run_arguments", "non_negative_float", "non_negative_int", "positive_int", "positive_seconds",
+           "run_config"]

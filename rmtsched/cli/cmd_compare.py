@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from rmtsched.cli.args import non_negative_int, positive_int
+from rmtsched.cli.args import add_run_arguments, positive_int, run_config
 from rmtsched.cli.output import show_progress, to_json
 from rmtsched.sched import available_schedulers
 from rmtsched.specs.guard import check_fits, run_estimate
 from rmtsched.specs.hardware import available_hardware_specs, load_hardware_spec
-from rmtsched.specs.model import available_model_specs, load_model_spec
+from rmtsched.specs.model import load_model_spec
 
 if TYPE_CHECKING:
     from rmtsched.calibrate.compare import Comparison
@@ -24,16 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare", help="run every schedule on the backend and in the simulator: predicted vs measured time"
     )
-    parser.add_argument("--model", required=True, help=f"a JSON model spec file or one of {available_model_specs()}")
-    parser.add_argument("--seq-len", type=positive_int, required=True, help="tokens in the input sequence")
+    add_run_arguments(parser, checkpoint=False, inputs=False, dtype_default=None)
     parser.add_argument(
         "--hardware", required=True,
         help=f"a JSON hardware spec (from calibrate) or one of {available_hardware_specs()}",
     )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--dtype", default=None, help="fp32 or bf16 (default: fp32 on cpu, bf16 on cuda)")
-    parser.add_argument("--segment-len", type=positive_int, default=None, help="tokens per segment T")
-    parser.add_argument("--mem-tokens", type=non_negative_int, default=None, help="memory tokens M")
     parser.add_argument("--schedule", action="append", default=None,
                         help="a scheduler to compare (repeatable; default: every registered one)")
     parser.add_argument("--max-width", type=positive_int, default=None, help="cap on cells per step")
@@ -42,7 +37,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "and compare makespan and per-rank busy time")
     parser.add_argument("--repeat", type=positive_int, default=3, help="timed runs per schedule (median)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
-    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON record per schedule (a list)")
     parser.add_argument("--clock", default="wall",
                         help="wall (default) or process: CPU time, for --threads 1 on a machine others share")
@@ -54,23 +48,23 @@ def run(args: argparse.Namespace) -> int:
     from rmtsched.calibrate.device import resolve_target
     from rmtsched.calibrate.pipeline import check_pipeline_devices, compare_pipelined
 
-    spec = load_model_spec(args.model)
-    changes = {"segment_len": args.segment_len, "mem_tokens": args.mem_tokens}
-    spec = spec.replace(**{name: value for name, value in changes.items() if value is not None})
-    target = resolve_target(args.device, args.dtype, args.threads)
+    config = run_config(args)
+    target = resolve_target(config.device, config.dtype, args.threads)
+    spec = load_model_spec(config.model).replace(**config.spec_overrides)
     runs = (args.repeat + 1) * (len(args.schedule or available_schedulers()) + (args.devices > 1))
-    check_fits(run_estimate(spec, args.seq_len, target.dtype_name, runs=runs, verb="comparing"), force=args.force)
+    check_fits(run_estimate(spec, config.seq_len, target.dtype_name, runs=runs, verb="comparing"), force=args.force)
     hardware = load_hardware_spec(args.hardware)
     if args.devices > 1:
         check_pipeline_devices(hardware, args.devices)  # before the single-device runs, not after
     result = compare(
-        spec, hardware, args.seq_len, target, schedules=args.schedule, repeat=args.repeat,
-        max_width=args.max_width, seed=args.seed, progress=show_progress(args), clock_name=args.clock,
+        spec, hardware, config.seq_len, target, schedules=args.schedule, repeat=args.repeat,
+        max_width=args.max_width, seed=config.seed, progress=show_progress(args), clock_name=args.clock,
+        matmul=config.gemm,
     )
     pipeline = None
     if args.devices > 1:
-        pipeline = compare_pipelined(spec, hardware, args.seq_len, target, args.devices, repeat=args.repeat,
-                                     seed=args.seed)
+        pipeline = compare_pipelined(spec, hardware, config.seq_len, target, args.devices, repeat=args.repeat,
+                                     seed=config.seed)
     if args.json:
         print(to_json(result.records() + ([pipeline.record()] if pipeline else [])))
     else:

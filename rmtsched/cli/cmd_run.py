@@ -1,83 +1,29 @@
 """``rmtsched run``: execute a schedule of a real (seeded or checkpointed) model and time it.
 
-Prints the median wall time of R runs, tokens/s, peak memory and ``output_sha256``, the sha256 of the
-final hidden states' bytes hashed in segment order (equal hashes = bit-identical outputs).
-
-``--devices 1`` runs in this process. ``--devices P`` (P > 1, a schedule that places cells on P devices,
-e.g. ``pipelined``) starts P local processes, one per device (gloo on CPU, NCCL on P GPUs with ``--device
-cuda``), through ``rmtsched.backends.distributed.run_pipelined``: the record then also holds ``processes``,
-``threads_per_process``, the bubble and each rank's layers and busy time. ``--in-process`` runs such a
-schedule's steps in this one process instead (a check of the schedule, no launching). Outputs are bit-exact
-either way, whatever the thread counts: ``RowMatmul`` runs the few GEMM layouts whose bits depend on the
-thread count with one thread (see rowmm.py).
+Prints the median wall time of R runs, tokens/s, peak memory, where the weights and the input came from,
+and ``output_sha256``, the sha256 of the final hidden states' bytes hashed in segment order (equal hashes
+= bit-identical outputs; why they are equal across schedules and thread counts: docs/exactness.md).
+``--save-outputs`` writes the logits and hidden states. ``--devices P`` (P > 1, e.g. ``pipelined``)
+starts P local processes, one per device; ``--in-process`` runs such a schedule here instead. A thin
+shell over ``rmtsched.api.run``, which returns the record printed here.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import statistics
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
-from tqdm import tqdm
-
-from rmtsched.backends.torch import execute
-from rmtsched.backends.torch.models import build_model
-from rmtsched.backends.torch.rowmm import MODES
-from rmtsched.backends.torch.session import (
-    OutputHash,
-    load_model,
-    peak_memory,
-    random_token_ids,
-    resolve_device,
-    warm_up,
-)
-from rmtsched.backends.torch.threads import intra_op_threads
-from rmtsched.cli.args import non_negative_int, positive_int
-from rmtsched.errors import RmtschedError
-from rmtsched.sched import CellGraph, Schedule, available_schedulers, graph_for_tokens, make_schedule
-from rmtsched.specs.guard import check_fits, run_estimate
-from rmtsched.specs.model import ModelSpec, available_model_specs, load_model_spec
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model/input options ``run`` and ``verify`` share."""
-    parser.add_argument("--model", required=True, help=f"a JSON model spec file or one of {available_model_specs()}")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="load weights from this checkpoint directory")
-    parser.add_argument("--seq-len", type=positive_int, required=True, help="tokens in the input sequence N")
-    parser.add_argument("--segment-len", type=positive_int, default=None, help="tokens per segment T")
-    parser.add_argument("--mem-tokens", type=non_negative_int, default=None, help="memory tokens M")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--dtype", default="fp32", help="fp32 or fp64 on cpu; fp32, bf16 or fp16 on cuda")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the weights and the input tokens")
-    parser.add_argument("--gemm", choices=MODES, default="auto", help="row-GEMM mode (see rowmm.py)")
-
-
-def model_spec(args: argparse.Namespace) -> ModelSpec:
-    spec = load_model_spec(args.model)
-    changes = {"segment_len": args.segment_len, "mem_tokens": args.mem_tokens}
-    return spec.replace(**{name: value for name, value in changes.items() if value is not None})
-
-
-def positive_seconds(text: str) -> float:
-    """A finite number of seconds > 0 (the multi-process run's no-progress timeout)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text}")
-    return value
+from rmtsched.cli.args import add_run_arguments, positive_int, positive_seconds, run_config
+from rmtsched.cli.output import show_progress, to_json
+from rmtsched.cli.provenance import provenance_lines
+from rmtsched.sched import available_schedulers
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("run", help="execute a schedule of a real model; time it and hash its output")
-    add_model_arguments(parser)
+    add_run_arguments(parser)
     parser.add_argument("--schedule", required=True, help=f"one of {available_schedulers()}")
     parser.add_argument("--devices", type=positive_int, default=1,
                         help="devices P; P > 1 (e.g. --schedule pipelined) starts P local processes, one per device "
@@ -94,93 +40,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeat", type=positive_int, default=1, help="runs R; the median wall time is reported")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false",
                         help="skip the untimed warm-up on a short prefix (one-time GEMM probes, allocator)")
+    parser.add_argument("--save-outputs", type=Path, default=None, metavar="FILE.safetensors",
+                        help="write logits [B, N, vocab] and hidden [B, N, d] (final-normed, memory positions "
+                             "dropped) here, atomically; the path is checked before the run")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = model_spec(args)
-    check_fits(run_estimate(spec, args.seq_len, args.dtype, runs=args.repeat + args.warmup), force=args.force)
-    device, dtype = resolve_device(args.device, args.dtype)
-    graph = graph_for_tokens(spec, args.seq_len)
-    # Built here in both modes, so a schedule that does not fit (P > layers, ...) fails before anything starts.
-    schedule = make_schedule(graph, args.schedule, max_width=args.max_width, num_devices=args.devices)
-    record: dict[str, Any] = {
-        "model": spec.name, "family": spec.family, "layers": spec.num_layers, "seq_len": args.seq_len,
-        "segment_len": spec.segment_len, "dtype": args.dtype,
-    }  # fmt: skip
-    if args.devices > 1 and not args.in_process:
-        record.update(_run_processes(args, spec, device, dtype))
-    else:
-        record.update(_run_here(args, spec, device, dtype, graph, schedule))
-    print(json.dumps(record) if args.json else _text(record))
+    from rmtsched import api  # torch is imported only when a command runs
+
+    record = api.run(
+        run_config(args), schedule=args.schedule, max_width=args.max_width, devices=args.devices,
+        in_process=args.in_process, threads_per_process=args.threads_per_process, timeout_s=args.timeout,
+        repeat=args.repeat, warmup=args.warmup, save_outputs_to=args.save_outputs, progress=show_progress(args),
+        force=args.force,
+    )  # fmt: skip
+    print(to_json(record) if args.json else _text(record))
+    if record.get("nonfinite_outputs"):
+        print(f"rmtsched run: error: the outputs hold {record['nonfinite_outputs']} NaN/inf value(s): the model "
+              "(weights or spec values) produces non-finite numbers", file=sys.stderr)
+        return 1
     return 0
-
-
-def _run_here(
-    args: argparse.Namespace, spec: ModelSpec, device: torch.device, dtype: torch.dtype, graph: CellGraph,
-    schedule: Schedule,
-) -> dict[str, Any]:
-    """Every step in this process (``--devices 1`` or ``--in-process``)."""
-    model = load_model(spec, checkpoint=args.checkpoint, seed=args.seed, dtype=dtype, device=device, matmul=args.gemm)
-    inputs = random_token_ids(spec, args.seq_len, args.seed)
-    walls, hashes = [], []
-    with intra_op_threads(args.threads_per_process) as threads:
-        if args.warmup:
-            warm_up(model, schedule, args.seq_len)
-        for repeat in range(args.repeat):
-            digest = OutputHash()
-            with tqdm(total=graph.num_segments, desc=f"run {repeat + 1}/{args.repeat}", unit="seg", file=sys.stderr,
-                      delay=2.0, leave=False) as bar:
-
-                def on_output(segment, output, digest=digest, bar=bar):
-                    digest(segment, output)
-                    bar.update(1)
-
-                result = execute(model, inputs, schedule, on_segment_output=on_output, collect_outputs=False)
-            walls.append(result.stats.wall_s)
-            hashes.append(digest.hexdigest())
-    if len(set(hashes)) != 1:
-        raise RmtschedError(f"repeated runs gave different outputs (hashes {sorted(set(hashes))})")
-    wall = statistics.median(walls)
-    peak_bytes, peak_kind = peak_memory(device)
-    return {
-        "segments": graph.num_segments, "schedule": schedule.scheduler, "steps": schedule.num_steps,
-        "devices": schedule.num_devices, "processes": 1, "threads_per_process": threads, "device": device.type,
-        "repeat": args.repeat, "wall_s": wall, "wall_s_all": walls, "tokens_per_s": args.seq_len / wall,
-        "peak_memory_bytes": peak_bytes, "peak_memory_kind": peak_kind, "output_sha256": hashes[0],
-    }  # fmt: skip
-
-
-def _run_processes(
-    args: argparse.Namespace, spec: ModelSpec, device: torch.device, dtype: torch.dtype
-) -> dict[str, Any]:
-    """One local process per device through the distributed launcher; its errors name the rank and step."""
-    from rmtsched.backends.distributed import DistributedError, run_pipelined  # optional layer: only when asked
-
-    if args.checkpoint is None:  # each rank draws only its own layers' weights (the full model's, same seed)
-        factory = partial(build_model, spec, seed=args.seed, dtype=dtype, matmul=args.gemm)
-    else:
-        factory = partial(load_model, spec, checkpoint=args.checkpoint, seed=args.seed, dtype=dtype, matmul=args.gemm)
-    threads = args.threads_per_process or max(1, torch.get_num_threads() // args.devices)
-    inputs = random_token_ids(spec, args.seq_len, args.seed)
-    try:
-        result = run_pipelined(
-            factory, inputs, num_procs=args.devices, layout=spec, schedule=args.schedule, max_width=args.max_width,
-            device=device.type, threads_per_proc=threads, timeout_s=args.timeout, repeat=args.repeat,
-            warmup=args.warmup,
-        )  # fmt: skip
-    except DistributedError as exc:
-        message = " ".join(str(exc).split())  # one line on stderr, whatever the rank's exception said
-        if message == str(exc):
-            raise
-        raise DistributedError(message, kind=exc.kind, rank=exc.rank, step=exc.step,
-                               remote_traceback=exc.remote_traceback) from exc
-    from rmtsched.cli.records import pipeline_record
-
-    record = pipeline_record(result)
-    record["threads_per_process"] = threads
-    return record
 
 
 def _text(record: dict[str, Any]) -> str:
@@ -197,6 +78,7 @@ def _text(record: dict[str, Any]) -> str:
         f"{record['seq_len']} tokens in {record['segments']} segments, {record['schedule']} schedule of "
         f"{record['steps']} steps on {where}",
         f"wall {record['wall_s']:.4f} s (median of {record['repeat']}), {record['tokens_per_s']:.1f} tokens/s, {peak}",
+        *provenance_lines(record),
     ]
     if processes > 1:
         lines.append(
@@ -208,5 +90,8 @@ def _text(record: dict[str, Any]) -> str:
             f"waiting {rank['wait_s']:.4f} s, wall {rank['wall_s']:.4f} s"
             for rank in record["ranks"]
         ]
+    if record.get("saved_outputs"):
+        lines.append(f"saved logits and hidden states to {record['saved_outputs']}")
     lines.append(f"output_sha256 {record['output_sha256']}")
     return "\n".join(lines)
+

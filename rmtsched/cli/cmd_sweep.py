@@ -60,7 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise SpecError(f"--out {str(args.out)!r} is a file: expected a directory (it is created if missing)")
-    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.out.parent.is_dir():
+        raise SpecError(f"--out {str(args.out)!r}: directory {str(args.out.parent)!r} does not exist")
+    args.out.mkdir(exist_ok=True)
     paths = {name: check_writable(args.out / name) for name in ("sweep.csv", "latency.png", "memory.png")}
     points = grid(args.model, args.hardware, args.seq_len, args.segment_len, args.mem_tokens, args.devices,
                   args.batch_size, args.runtime)

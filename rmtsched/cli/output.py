@@ -9,41 +9,14 @@ traced to what produced it. Progress bars go to stderr only when it is a termina
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib.metadata
 import json
 import math
-import os
-import platform
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-from rmtsched import __version__
 from rmtsched.errors import RunFailure
-
-
-@functools.cache
-def provenance() -> dict[str, Any]:
-    """``rmtsched_version``, ``torch_version`` (from the installed metadata: torch is not imported) and
-    ``host`` facts (name, OS, CPU architecture and count, Python)."""
-    try:
-        torch_version: str | None = importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        torch_version = None
-    host = {
-        "hostname": platform.node(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-    }
-    return {"rmtsched_version": __version__, "torch_version": torch_version, "host": host}
-
-
-def stamped(record: Mapping[str, Any]) -> dict[str, Any]:
-    """``record`` with the provenance fields added (its own fields win where names clash)."""
-    return {**provenance(), **record}
+from rmtsched.specs.provenance import provenance, stamped
 
 
 def to_json(data: Mapping[str, Any] | list[Mapping[str, Any]], indent: int | None = None) -> str:

@@ -27,8 +27,11 @@ from rmtsched.specs.model import load_model_spec
 # What each required option gets, so a command is complete apart from the one malformed value.
 REQUIRED = {"--model": "armt-tiny", "--seq-len": "64", "--hardware": "cpu-generic", "--schedule": "diagonal",
             "--layers": "2", "--segments": "2", "--out": str(Path(tempfile.gettempdir()) / "rmtsched-fuzz-sweep")}
-# Added to every command so a malformed value that slipped through would still end quickly.
-CHEAP = {"calibrate": ["--quick"], "compare": ["--repeat", "1"], "run": ["--no-warmup"]}
+# Added to every command so a malformed value that slipped through would still end quickly; run and verify
+# also need a model and an input (neither is required by argparse: a checkpoint or a token file may give them).
+CHEAP = {"calibrate": ["--quick"], "compare": ["--repeat", "1"],
+         "run": ["--no-warmup", "--model", "armt-tiny", "--seq-len", "64"],
+         "verify": ["--model", "armt-tiny", "--seq-len", "64"]}
 # String options that must name something that exists (a preset, a device, a dtype, a clock, a scheduler).
 NAMED = {"--model", "--hardware", "--device", "--dtype", "--clock", "--schedule", "--scheduler", "--engine", "--rule",
          "--gemm"}

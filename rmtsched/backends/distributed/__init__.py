@@ -2,7 +2,7 @@
 
 Each rank holds one contiguous stage of layers and interprets its share of the same schedule IR the
 single-process executor runs, sending hidden states point to point. ``run_pipelined`` launches P local
-processes; ``python -m rmtsched.backends.distributed.worker`` is the entry point for ``torchrun``. A
+processes; ``python -m rmtsched.cli.torchrun_worker`` is the entry point for ``torchrun``. A
 failed run raises ``DistributedError`` (a ``RunFailure``), a configuration the ranks cannot run
 ``DistributedConfigError`` (bad input); both name the rank and the step.
 """

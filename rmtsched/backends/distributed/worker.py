@@ -1,22 +1,10 @@
-"""Entry point for ``torchrun``: one process per device, on one machine or many.
+"""One torchrun rank: read torchrun's environment, check everything, join the group, run this rank's stage.
 
-torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; every rank builds the same model
-from the spec and seed, plans its stage, runs it, and rank 0 prints the JSON that ``rmtsched run`` prints.
-Two machines with 4 GPUs each (run the same command on both, ``--node-rank`` 0 and 1)::
-
-    torchrun --nnodes 2 --nproc-per-node 4 --node-rank 0 --master-addr HOST0 --master-port 29500 \\
-        -m rmtsched.backends.distributed.worker --model armt-llama-8b --seq-len 1048576 \\
-        --device cuda --dtype bf16 --json
-
-One machine, CPU, two ranks::
-
-    torchrun --standalone --nproc-per-node 2 -m rmtsched.backends.distributed.worker \\
-        --model armt-small --seq-len 4096 --threads 1 --json
-
-Like ``rmtsched run``, bad input (environment, options, spec, schedule) is one line on stderr and exit 2,
-checked before joining the group; a failed run (port in use, a peer lost, a step that raised) one line
-naming the rank and step, exit 3; never a traceback. torchrun then ends the other ranks; ranks blocked on
-a dead peer give up after ``--timeout`` seconds, and every rank ends with torchrun's agent if it is killed.
+``run_from_environment`` is what ``python -m rmtsched.cli.torchrun_worker`` (the entry point for
+``torchrun``, on one machine or many) calls on every rank; rank 0 gets the pipelined run's result back and
+the CLI module prints the record ``rmtsched run`` prints. Bad input (environment, options, spec, schedule)
+is checked before joining the group and raised as bad input; a failed run (port in use, a peer lost, a
+step that raised) as a ``DistributedError`` naming the rank and step.
 """
 
 from __future__ import annotations
@@ -25,49 +13,28 @@ import argparse
 import datetime
 import functools
 import importlib
-import json
 import math
 import os
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from rmtsched.backends.distributed.errors import DistributedConfigError, DistributedError, StepFailure
 from rmtsched.backends.distributed.job import RankJob, RankReport, rank_device, run_job
-from rmtsched.backends.distributed.lifeline import exit_with
 from rmtsched.backends.distributed.plan import build_plans
-from rmtsched.backends.distributed.result import summarise
+from rmtsched.backends.distributed.result import PipelineResult, summarise
 from rmtsched.backends.torch.session import random_token_ids, resolve_device
-from rmtsched.errors import RmtschedError, RunFailure, ScheduleError, SpecError
+from rmtsched.errors import RmtschedError, ScheduleError, SpecError
 from rmtsched.sched import CellGraph, Schedule, graph_for_tokens, make_schedule
 from rmtsched.specs.model import ModelSpec, load_model_spec
+from rmtsched.specs.run_options import run_config
 
-DTYPES = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.bfloat16, "fp16": torch.float16}
 # The builder of rmtsched's own ARMT/RMT: builder(spec, *, seed, dtype, device) -> RecurrentModel.
 DEFAULT_BUILDER = "rmtsched.backends.torch:build_model"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m rmtsched.backends.distributed.worker", description=__doc__)
-    parser.add_argument("--model", required=True, help="a model preset name or a ModelSpec JSON file")
-    parser.add_argument("--seq-len", type=int, required=True)
-    parser.add_argument("--segment-len", type=int, default=None)
-    parser.add_argument("--mem-tokens", type=int, default=None)
-    parser.add_argument("--schedule", default="pipelined", help="'pipelined' or a schedule JSON file")
-    parser.add_argument("--builder", default=DEFAULT_BUILDER, help="MODULE:FUNCTION(spec, *, seed, dtype, device)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads per rank (CPU)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds a rank may wait on a peer")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON (rank 0)")
-    return parser
 
 
 def load_builder(path: str) -> Callable[..., object]:
@@ -147,7 +114,15 @@ def check_options(args: argparse.Namespace) -> None:
         raise SpecError(f"--timeout: expected a positive, finite number of seconds, got {args.timeout}")
 
 
-def run_from_environment(args: argparse.Namespace) -> dict | None:
+@dataclass(frozen=True)
+class WorkerResult:
+    """Rank 0's outcome: the pipelined run's result and what the worker knows beside it (model, threads)."""
+
+    result: PipelineResult
+    context: dict[str, Any]
+
+
+def run_from_environment(args: argparse.Namespace) -> WorkerResult | None:
     """Join the group torchrun describes, run this rank, return the result on rank 0 (None elsewhere).
 
     Everything that can be checked alone (environment, options, spec, schedule, builder, device) is checked
@@ -180,13 +155,12 @@ def run_from_environment(args: argparse.Namespace) -> dict | None:
         return None
     result = summarise(reports, schedule, graph, batch_size=args.batch, backend=backend, device=args.device,
                        keep_outputs=False)  # fmt: skip
-    from rmtsched.cli.records import pipeline_record  # the record rmtsched run prints, built where it is
-
-    return {
+    context = {
         "model": spec.name, "family": spec.family, "layers": spec.num_layers, "seq_len": args.seq_len,
         "segment_len": spec.segment_len, "dtype": args.dtype, "processes": env.world_size,
-        "threads_per_process": torch.get_num_threads(), **pipeline_record(result),
+        "threads_per_process": torch.get_num_threads(),
     }  # fmt: skip
+    return WorkerResult(result, context)
 
 
 def _join_group(env: TorchrunEnvironment, backend: str, timeout_s: float) -> None:
@@ -225,42 +199,4 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _spec(args: argparse.Namespace) -> ModelSpec:
-    spec = load_model_spec(args.model)
-    changes = {"segment_len": args.segment_len, "mem_tokens": args.mem_tokens}
-    return spec.replace(**{key: value for key, value in changes.items() if value is not None})
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one rank; exit 0, or one line on stderr and 2 (bad input) or 3 (the run failed)."""
-    args = build_parser().parse_args(argv)
-    try:
-        result = run_from_environment(args)
-    except (RmtschedError, RunFailure) as exc:
-        message = " ".join(str(exc).split())
-        who = "" if getattr(exc, "rank", None) is not None else f"rank {os.environ.get('RANK', '?')}: "
-        print(f"rmtsched worker: {who}error: {message}", file=sys.stderr)
-        return 2 if isinstance(exc, RmtschedError) else 3
-    if result is not None:
-        print(json.dumps(result) if args.json else _table(result))
-    return 0
-
-
-def _table(result: dict) -> str:
-    lines = [
-        f"{result['model']}: {result['seq_len']} tokens on {result['devices']} rank(s), "
-        f"{result['wall_s']:.4f} s, {result['tokens_per_s']:.0f} tokens/s, bubble {result['bubble_fraction']:.1%}",
-        f"output_sha256 {result['output_sha256']}",
-    ]
-    lines += [
-        f"  rank {r['rank']}: layers {r['layers'][0]}..{r['layers'][1] - 1}, busy {r['busy_s']:.4f} s, "
-        f"waiting {r['wait_s']:.4f} s"
-        for r in result["ranks"]
-    ]
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    # End with torchrun's agent, even one killed outright. Watching starts after the imports: an agent killed
-    # in a worker's first seconds is not seen, and that worker ends at its --timeout instead.
-    exit_with(os.getppid(), name="worker")
-    sys.exit(main())
+    return load_model_spec(args.model).replace(**run_config(args).spec_overrides)

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from rmtsched.backends.protocol import LayerState, RecurrentModel
+from rmtsched.backends.torch.timing import synchronize
 from rmtsched.errors import ScheduleError
-from rmtsched.sched import Cell, Schedule, build_cell_graph, split_segments
+from rmtsched.sched import Cell, CellGraph, Schedule, build_cell_graph, split_segments
 from rmtsched.sched import validate as validate_schedule
 
 SegmentCallback = Callable[[int, torch.Tensor], None]
@@ -162,6 +163,12 @@ class OrderedDelivery:
             self.next_segment += 1
 
 
+def model_graph(model: RecurrentModel, num_tokens: int) -> CellGraph:
+    """The cell DAG of ``model`` over an input of ``num_tokens`` tokens (what a schedule must be valid for)."""
+    segment_tokens = split_segments(num_tokens, model.segment_len)
+    return build_cell_graph(model.num_layers, segment_tokens=segment_tokens, rule=model.dependency_rule)
+
+
 def execute(
     model: RecurrentModel,
     inputs: torch.Tensor,
@@ -184,14 +191,13 @@ def execute(
     layers = getattr(model, "layers", range(model.num_layers))
     if layers != range(model.num_layers):
         raise ValueError(f"execute needs a model holding all {model.num_layers} layers, got a slice {layers}")
+    device = getattr(model, "device", None)
+    synchronize(device)
     start = time.perf_counter()
     with torch.inference_mode():
         runner = StepRunner(model, inputs, state)
         if validate:
-            graph = build_cell_graph(
-                model.num_layers, segment_tokens=runner.segment_tokens, rule=model.dependency_rule
-            )
-            validate_schedule(schedule, graph)
+            validate_schedule(schedule, model_graph(model, int(inputs.shape[1])))
         delivery = OrderedDelivery(model, on_segment_output, collect_outputs)
         for index, step in enumerate(schedule.steps):
             if on_step is not None:
@@ -201,6 +207,7 @@ def execute(
                 on_step(index, "end")
             for segment, hidden in finished:
                 delivery.add(segment, hidden)
+    synchronize(device)
     stats = ExecutionStats(
         steps=schedule.num_steps,
         cells=schedule.num_cells,

@@ -1,8 +1,8 @@
-"""What ``rmtsched run`` and ``rmtsched verify`` share: building a model on a device, seeded inputs,
-a streaming output hash, peak memory, and the list of schedules to verify.
+"""What ``rmtsched run``, ``verify`` and the Python API share: a model (seeded, or from a checkpoint)
+on a device with a record of where its weights came from, seeded inputs, a streaming output hash that
+also counts non-finite values, peak memory, and the list of schedules to verify.
 
-Checkpoints (rmtsched's own or a Hugging Face LLaMA directory) load through
-``rmtsched.backends.torch.checkpoint.load_model``.
+Checkpoints load through ``rmtsched.backends.torch.checkpoint.load_model``; timing lives in ``timing.py``.
 """
 
 from __future__ import annotations
@@ -10,19 +10,19 @@ from __future__ import annotations
 import hashlib
 import resource
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from rmtsched.backends.torch.base import StackedModel
 from rmtsched.backends.torch.checkpoint import load_model as load_checkpoint_model
-from rmtsched.backends.torch.executor import execute
 from rmtsched.backends.torch.models import DTYPES, build_model, parse_dtype
 from rmtsched.errors import SpecError
-from rmtsched.sched import CellGraph, Schedule, available_schedulers, graph_for_tokens, make_schedule, warmup_graph
+from rmtsched.sched import CellGraph, Schedule, available_schedulers, make_schedule
 from rmtsched.specs.model import ModelSpec
-
-DEVICE_DTYPES = {"cpu": ("fp32", "fp64"), "cuda": ("fp32", "bf16", "fp16")}
+from rmtsched.specs.run import DEVICE_DTYPES
 
 
 def resolve_device(device: str, dtype_name: str) -> tuple[torch.device, torch.dtype]:
@@ -38,13 +38,39 @@ def resolve_device(device: str, dtype_name: str) -> tuple[torch.device, torch.dt
 
 
 def load_model(
-    spec: ModelSpec, *, checkpoint: Path | None, seed: int, dtype: torch.dtype, device: torch.device,
-    matmul: str = "auto",
+    spec: ModelSpec | None, *, checkpoint: Path | None, seed: int, dtype: torch.dtype, device: torch.device | str,
+    matmul: str = "auto", spec_overrides: Mapping[str, Any] | None = None, init_memory: str | None = None,
 ) -> StackedModel:
-    """A seeded random model, or one loaded from ``checkpoint`` by the checkpoint module."""
+    """A seeded random model of ``spec`` (with ``spec_overrides``), or the checkpoint in ``checkpoint``.
+
+    With a checkpoint, ``spec`` (None: the checkpoint's own, then changed by the overrides) goes to the
+    checkpoint loader, which checks it against the weights; ``init_memory="seed"`` lets it draw missing ARMT
+    memory weights from ``seed``. The model's ``weight_sources`` says where each weight came from.
+    """
+    if spec is not None:  # a given spec takes the run's choices itself; the loader checks it against the weights
+        spec, spec_overrides = spec.replace(**(spec_overrides or {})), None
     if checkpoint is None:
-        return build_model(spec, seed=seed, dtype=dtype, device=device, matmul=matmul)
-    return load_checkpoint_model(checkpoint, spec, dtype=dtype, device=device, seed=seed, matmul=matmul)
+        if spec is None:
+            raise SpecError("no model spec and no checkpoint: expected a model preset, a spec file or a checkpoint")
+        model = build_model(spec, seed=seed, dtype=dtype, device=device, matmul=matmul)
+        if getattr(model, "weight_sources", None) is None:
+            model.weight_sources = dict.fromkeys(model.params, "seed")
+        return model
+    # Passed only when set: the loader's defaults (no overrides, no seeded memory) mean the same.
+    options = {"spec_overrides": dict(spec_overrides or {}) or None, "init_memory": init_memory}
+    model = load_checkpoint_model(checkpoint, spec, dtype=dtype, device=device, seed=seed, matmul=matmul,
+                                  **{name: value for name, value in options.items() if value is not None})
+    if getattr(model, "weight_sources", None) is None:  # a loader that does not say: every weight was read
+        model.weight_sources = dict.fromkeys(model.params, "checkpoint")
+    return model
+
+
+def weight_source_summary(model: StackedModel) -> dict[str, list[str]]:
+    """Where the weights came from: source ("checkpoint", "lora-merged", "seed", "tied") -> parameter names."""
+    summary: dict[str, list[str]] = {}
+    for name, source in sorted(model.weight_sources.items()):
+        summary.setdefault(source, []).append(name)
+    return summary
 
 
 def random_token_ids(spec: ModelSpec, num_tokens: int, seed: int, batch_size: int = 1) -> torch.Tensor:
@@ -54,16 +80,24 @@ def random_token_ids(spec: ModelSpec, num_tokens: int, seed: int, batch_size: in
 
 
 class OutputHash:
-    """sha256 of the segment outputs' bytes, fed incrementally in segment order (a streaming callback)."""
+    """sha256 of the segment outputs' bytes, fed incrementally in segment order (a streaming callback).
+
+    It also counts non-finite values (NaN, inf) on the CPU copy it hashes anyway: a run whose outputs
+    hold any must not pass for a good one.
+    """
 
     def __init__(self) -> None:
         self._sha = hashlib.sha256()
         self.segments = 0
+        self.nonfinite = 0
 
     def __call__(self, segment: int, output: torch.Tensor) -> None:
         if segment != self.segments:
             raise RuntimeError(f"segment {segment} arrived out of order (expected {self.segments})")
-        self._sha.update(output.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+        host = output.detach().contiguous().cpu()
+        self._sha.update(host.view(torch.uint8).numpy().tobytes())
+        if host.is_floating_point():
+            self.nonfinite += int(host.numel() - torch.isfinite(host).sum())
         self.segments += 1
 
     def hexdigest(self) -> str:
@@ -108,19 +142,6 @@ def verification_schedules(graph: CellGraph) -> dict[str, Schedule]:
     return schedules
 
 
-def warm_up(model: StackedModel, schedule: Schedule, seq_len: int) -> None:
-    """Run the same scheduler on a short prefix (L + 1 segments plus the short tail, if any), untimed.
-
-    That covers every step width and token count the full run will use, so ``RowMatmul``'s one-time
-    probes, the allocator and the thread pools are ready before anything is timed.
-    """
-    spec = model.spec
-    graph = warmup_graph(graph_for_tokens(spec, seq_len))
-    options = {"max_width": schedule.options.get("max_width"), "num_devices": schedule.num_devices}
-    execute(model, random_token_ids(spec, sum(graph.segment_tokens), seed=0),
-            make_schedule(graph, schedule.scheduler, **options), collect_outputs=False)
-
-
 def default_tolerance(device: torch.device, dtype: torch.dtype) -> float:
     """The contract: bit-exact (0) on CPU; on CUDA a dtype-scaled bound (GPU libraries may batch differently)."""
     if device.type == "cpu":
@@ -138,5 +159,5 @@ __all__ = [
     "random_token_ids",
     "resolve_device",
     "verification_schedules",
-    "warm_up",
+    "weight_source_summary",
 ]

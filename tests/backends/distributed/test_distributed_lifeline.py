@@ -178,7 +178,7 @@ def test_the_lifeline_ends_a_process_when_the_watched_one_exits():
 FAKE_AGENT = textwrap.dedent(
     """
     import subprocess, sys, time
-    worker = subprocess.Popen([sys.executable, "-m", "rmtsched.backends.distributed.worker", *sys.argv[1:]])
+    worker = subprocess.Popen([sys.executable, "-m", "rmtsched.cli.torchrun_worker", *sys.argv[1:]])
     print(worker.pid, flush=True)
     time.sleep(120)
     """

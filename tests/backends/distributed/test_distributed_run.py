@@ -14,9 +14,9 @@ from dist_toy_model import build_toy, reference_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rmtsched.api import pipeline_record
 from rmtsched.backends.distributed import build_plans, outputs_sha256, run_pipelined
 from rmtsched.backends.torch.threads import intra_op_threads
-from rmtsched.cli.records import pipeline_record
 from rmtsched.sched import Schedule, Step, Transfer, build_cell_graph, split_segments
 from rmtsched.sched.schedulers.diagonal import waves
 

@@ -14,9 +14,9 @@ import torch
 from dist_toy_model import build_toy_from_spec, reference_run
 
 from rmtsched.backends.distributed import outputs_sha256
-from rmtsched.backends.distributed.worker import main
 from rmtsched.backends.torch.threads import intra_op_threads
 from rmtsched.cli.main import main as cli_main
+from rmtsched.cli.torchrun_worker import main
 from rmtsched.specs.model import ModelSpec
 
 SPEC = dict(name="tiny-rmt", family="rmt", num_layers=4, d_model=16, num_heads=2, num_kv_heads=1, mlp_dim=32,
@@ -37,7 +37,7 @@ def test_torchrun_two_ranks_hash_like_rmtsched_run(tmp_path, capsys):
     common = ["--model", str(spec_path), "--seq-len", "23", "--dtype", "fp64", "--seed", "4"]
     command = [
         str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc-per-node", "2",
-        "-m", "rmtsched.backends.distributed.worker", *common, "--threads", "1", "--timeout", "20", "--json",
+        "-m", "rmtsched.cli.torchrun_worker", *common, "--threads", "1", "--timeout", "20", "--json",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=100, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
