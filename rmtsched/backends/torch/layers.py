@@ -15,7 +15,7 @@ import torch
 
 from rmtsched.backends.torch.kernels import merge_heads, rms_norm, rotary_apply, rotary_tables, silu_mul
 from rmtsched.backends.torch.rowmm import RowMatmul
-from rmtsched.specs.model import ModelSpec
+from rmtsched.specs.model import ModelSpec, RopeScaling
 
 
 @dataclass
@@ -26,12 +26,13 @@ class RotaryCache:
     theta: float
     dtype: torch.dtype
     device: torch.device
+    scaling: RopeScaling | None = None
     _tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     def get(self, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         tables = self._tables.get(num_tokens)
         if tables is None:
-            cos, sin = rotary_tables(num_tokens, self.head_dim, self.theta, self.dtype, self.device)
+            cos, sin = rotary_tables(num_tokens, self.head_dim, self.theta, self.dtype, self.device, self.scaling)
             tables = self._tables[num_tokens] = (cos[:, None, :], sin[:, None, :])
         return tables
 
