@@ -123,7 +123,7 @@ def load_armt_reference(directory: Path, request: LoadRequest) -> StackedModel:
         view = TensorView(files, canonical_name, _expected_key(model_prefix))
         tensors = LoraMerged(view, read_adapter_config(directory))
         _found_fields(tensors, found, fixed)
-        spec = resolve_spec(found, head_choice(fixed, found, tensors), request, str(directory))
+        spec = resolve_spec(found, head_choice(fixed, found, tensors), request, str(directory / CONFIG_FILE))
         check_head(spec, tensors, str(directory))
         check_tensors(tensors, {**llama_shapes(spec), **memory_shapes(spec)}, spec)
         dtype = torch.float32 if request.dtype is None else request.dtype

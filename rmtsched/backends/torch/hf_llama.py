@@ -276,7 +276,7 @@ def load_hf_llama(directory: Path, request: LoadRequest) -> StackedModel:
     found, fixed = config_spec_fields(directory)
     with TensorFiles(directory) as files:
         tensors = TensorView(files, _canonical)
-        spec = resolve_spec(found, head_choice(fixed, found, tensors), request, str(directory))
+        spec = resolve_spec(found, head_choice(fixed, found, tensors), request, str(directory / CONFIG_FILE))
         check_head(spec, tensors, str(directory))
         check_tensors(tensors, llama_shapes(spec), spec)
         missing = [name for name in param_shapes(spec) if name not in GLOBAL_SOURCES and name not in LAYER_SOURCES]
