@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import pytest
 import safetensors.torch
 import torch
 import torch.nn.functional as F
+from backend_helpers import llama3_inv_freq_fp64
 from torch import nn
 
 transformers = pytest.importorskip("transformers")
@@ -69,27 +69,6 @@ def tiny_llama(config, dtype: torch.dtype = torch.float32, causal_lm: bool = Tru
 def _rms_norm_full_precision(self, hidden_states: torch.Tensor) -> torch.Tensor:
     x = hidden_states
     return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
-
-
-def llama3_inv_freq_fp64(rope: dict[str, Any], dim: int) -> torch.Tensor:
-    """Llama 3.1's published frequency rule, in fp64: keep high frequencies, divide low ones by ``factor``,
-    interpolate linearly in ``original / wavelength`` between them."""
-    inv_freq = 1.0 / rope["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
-    if rope.get("rope_type", "default") == "default":
-        return inv_freq
-    factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
-    original = rope["original_max_position_embeddings"]
-    out = []
-    for freq in inv_freq.tolist():
-        wavelength = 2 * math.pi / freq
-        if wavelength < original / high:
-            out.append(freq)
-        elif wavelength > original / low:
-            out.append(freq / factor)
-        else:
-            smooth = (original / wavelength - low) / (high - low)
-            out.append((1 - smooth) * freq / factor + smooth * freq)
-    return torch.tensor(out, dtype=torch.float64)
 
 
 def _rotary_full_precision(self, x: torch.Tensor, position_ids: torch.Tensor):

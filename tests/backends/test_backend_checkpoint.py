@@ -141,7 +141,7 @@ def test_missing_files_are_named(saved: Path, tmp_path_factory) -> None:
     with pytest.raises(CheckpointError, match=r"model\.safetensors' is missing"):
         load_model(saved)
     empty = tmp_path_factory.mktemp("empty")
-    with pytest.raises(CheckpointError, match=r"none of the known layouts.*rmtsched\.json.*config\.json"):
+    with pytest.raises(CheckpointError, match=r"holds none of the known layouts.*rmtsched\.json.*config\.json"):
         load_model(empty)
     with pytest.raises(CheckpointError, match="is not a directory"):
         load_model(empty / "absent")

@@ -161,4 +161,4 @@ def load_model(
         if checkpoint_format.detect(directory):
             return checkpoint_format.load(directory, request)
     expected = "; ".join(f"{f.name} ({f.description})" for f in FORMATS.values())
-    raise CheckpointError(f"checkpoint {str(directory)!r} is none of the known layouts: expected {expected}")
+    raise CheckpointError(f"checkpoint {str(directory)!r} holds none of the known layouts: expected {expected}")
