@@ -118,6 +118,8 @@ def _found_fields(tensors: Tensors, found: dict[str, Any], fixed: dict[str, str]
 def load_armt_reference(directory: Path, request: LoadRequest) -> StackedModel:
     """The ARMT of a reference checkpoint directory (config.json + safetensors [+ adapter_config.json])."""
     found, fixed = config_spec_fields(directory)
+    dtype = torch.float32 if request.dtype is None else request.dtype
+    found["dtype_bytes"] = dtype.itemsize
     with TensorFiles(directory) as files:
         model_prefix = LORA_PREFIX if any(key.startswith(LORA_PREFIX) for key in files.names()) else PREFIX + "model."
         view = TensorView(files, canonical_name, _expected_key(model_prefix))
@@ -126,7 +128,6 @@ def load_armt_reference(directory: Path, request: LoadRequest) -> StackedModel:
         spec = resolve_spec(found, head_choice(fixed, found, tensors), request, str(directory / CONFIG_FILE))
         check_head(spec, tensors, str(directory))
         check_tensors(tensors, {**llama_shapes(spec), **memory_shapes(spec)}, spec)
-        dtype = torch.float32 if request.dtype is None else request.dtype
         params, sources = read_params(tensors, spec, dtype, {**GLOBAL_SOURCES, **MEMORY_GLOBAL_SOURCES},
                                       {**LAYER_SOURCES, **MEMORY_LAYER_SOURCES})
     return finish_model(spec, params, sources, request, dtype)

@@ -274,6 +274,8 @@ def load_hf_llama(directory: Path, request: LoadRequest) -> StackedModel:
     Refused unless ``request.init_memory == "seed"``: a LLaMA checkpoint has no ARMT/RMT memory weights.
     """
     found, fixed = config_spec_fields(directory)
+    dtype = torch.float32 if request.dtype is None else request.dtype
+    found["dtype_bytes"] = dtype.itemsize
     with TensorFiles(directory) as files:
         tensors = TensorView(files, _canonical)
         spec = resolve_spec(found, head_choice(fixed, found, tensors), request, str(directory / CONFIG_FILE))
@@ -286,7 +288,6 @@ def load_hf_llama(directory: Path, request: LoadRequest) -> StackedModel:
                 f"memory weights ({', '.join(missing)}); pass init_memory='seed' (CLI: --init-memory seed) to draw "
                 f"them from the seed, or load an ARMT checkpoint"
             )
-        dtype = torch.float32 if request.dtype is None else request.dtype
         params, sources = read_params(tensors, spec, dtype, GLOBAL_SOURCES, LAYER_SOURCES)
     params.update(seeded_params(spec, missing, request.seed, dtype))
     sources.update(dict.fromkeys(missing, "seed"))
