@@ -14,6 +14,7 @@ the sizes; M comes from ``memory``, d_mem from ``W_mq``'s rows; T is a run choic
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ def canonical_name(key: str) -> str:
     return "lm_head.weight" if rest == "model.lm_head.weight" else key
 
 
-def _expected_key(model_prefix: str):
+def _expected_key(model_prefix: str) -> Callable[[str], str]:
     """Canonical name -> the reference key a missing tensor should have (layers under the short alias)."""
     def key(name: str) -> str:
         layer = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", name)

@@ -28,6 +28,7 @@ from rmtsched.backends.torch.models import DTYPES, build_model, parse_dtype
 from rmtsched.backends.torch.params import param_shapes
 from rmtsched.backends.torch.tensor_files import SINGLE_FILE, TensorFiles, raise_problems, read_json, shape_problems
 from rmtsched.errors import CheckpointError, RmtschedError
+from rmtsched.fileio import atomic_write_bytes, atomic_write_text
 from rmtsched.specs.model import ModelSpec
 
 SPEC_FILE = "rmtsched.json"
@@ -53,9 +54,9 @@ def save_checkpoint(model: StackedModel, directory: Path | str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     # Clones: safetensors refuses tensors that share storage, and a slice view would save its whole base.
     tensors = {name: value.detach().to("cpu").clone().contiguous() for name, value in model.params.items()}
-    safetensors.torch.save_file(tensors, str(directory / SINGLE_FILE), metadata={"format": "pt"})
+    atomic_write_bytes(directory / SINGLE_FILE, safetensors.torch.save(tensors, metadata={"format": "pt"}))
     header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "dtype": dtype_name, "spec": model.spec.to_dict()}
-    (directory / SPEC_FILE).write_text(json.dumps(header, indent=2) + "\n")
+    atomic_write_text(directory / SPEC_FILE, json.dumps(header, indent=2) + "\n")
     return directory
 
 
