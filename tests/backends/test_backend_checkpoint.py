@@ -81,6 +81,8 @@ def test_spec_overrides_change_run_choices_and_refuse_weight_fields(tmp_path: Pa
         load_model(tmp_path, spec_overrides={"segment_length": 5})
     with pytest.raises(CheckpointError, match=r"init_memory 'random' is not one of \[None, 'seed'\]"):
         load_model(tmp_path, init_memory="random")
+    with pytest.raises(CheckpointError, match=r"spec_overrides \{'segment_len': 0\} do not fit .*segment_len must be"):
+        load_model(tmp_path, spec_overrides={"segment_len": 0})
 
 
 def test_memory_free_model_round_trips(tmp_path: Path) -> None:

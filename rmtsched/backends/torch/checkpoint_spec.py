@@ -66,6 +66,9 @@ def resolve_spec(
         raise CheckpointError(f"{where}: the checkpoint fixes " + "; ".join(wrong))
     try:
         base = request.spec if request.spec is not None else ModelSpec.from_dict(dict(found))
-        return base.replace(**request.spec_overrides)
     except (RmtschedError, TypeError) as exc:
         raise CheckpointError(f"{where} does not describe a model the backend can build: {exc}") from exc
+    try:
+        return base.replace(**request.spec_overrides)
+    except (RmtschedError, TypeError) as exc:
+        raise CheckpointError(f"spec_overrides {dict(request.spec_overrides)} do not fit {where}: {exc}") from exc
