@@ -8,14 +8,14 @@
   and the HF layer as ``layer``, registered twice (``memory_cell.layers`` and the model's own list), as the
   reference does. Its ``forward`` runs segment by segment with memory tokens and returns the logits.
 * ``save_reference``: its state dict as the reference saves it (each shared tensor once, under the chosen
-  alias), plus ``config.json`` and, for LoRA, peft's ``adapter_config.json``.
+  alias), plus ``config.json`` and, for LoRA, peft's ``adapter_config.json``; ``reference_checkpoint`` builds
+  and saves one in a call (for other tests: generation, the API, the CLI).
 * ``full_precision_hf``: patches HF's RMSNorm and rotary tables (which HF computes in fp32 even for fp64
   models) to full precision, the llama3 scaling transcribed here from its published formula.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +210,14 @@ def save_reference(wrapper: ReferenceARMT, directory: Path, alias: str = "long")
     return directory
 
 
-def write_json(path: Path, data: dict[str, Any]) -> Path:
-    path.write_text(json.dumps(data))
-    return path
+LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"]}
+
+
+def reference_checkpoint(directory: Path, variant: str = "paper", lora: bool = False, alias: str = "long",
+                         rope: dict[str, Any] | None = None, tie: bool = False, mem_tokens: int = 3,
+                         d_mem: int = 5) -> ReferenceARMT:
+    """Save a tiny reference checkpoint (2 layers, d 32, vocab 100) in ``directory``; returns its transcription
+    in fp64 (call it as ``wrapper(ids, segment_len)`` for the expected logits)."""
+    wrapper = ReferenceARMT(llama_config(rope=rope, tie=tie), mem_tokens, d_mem, variant, LORA if lora else None)
+    save_reference(wrapper, directory, alias)
+    return wrapper.double()

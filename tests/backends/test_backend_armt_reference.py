@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-from checkpoint_fixtures import LLAMA3_ROPE, ReferenceARMT, full_precision_hf, llama_config, save_reference
+from checkpoint_fixtures import LLAMA3_ROPE, full_precision_hf, reference_checkpoint
 
 from rmtsched.backends.torch import execute
 from rmtsched.backends.torch.checkpoint import load_model
@@ -23,7 +23,6 @@ __all__ = ["full_precision_hf"]  # a fixture the tests below request by name
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 
 SEGMENT_LEN, MEM_TOKENS, D_MEM, SEQ_LEN = 7, 3, 5, 4 * 7 + 3
-LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"]}
 TOLERANCE = 1e-10
 
 
@@ -37,10 +36,8 @@ def ids_for(batch: int = 2) -> torch.Tensor:
 
 
 def saved_reference(directory: Path, variant: str = "paper", lora: bool = False, alias: str = "long",
-                    rope: dict | None = None, tie: bool = False) -> ReferenceARMT:
-    wrapper = ReferenceARMT(llama_config(rope=rope, tie=tie), MEM_TOKENS, D_MEM, variant, LORA if lora else None)
-    save_reference(wrapper, directory, alias)
-    return wrapper.double()
+                    rope: dict | None = None, tie: bool = False):
+    return reference_checkpoint(directory, variant, lora, alias, rope, tie, MEM_TOKENS, D_MEM)
 
 
 @pytest.mark.usefixtures("full_precision_hf")

@@ -60,8 +60,8 @@ def hf_output(model, ids: torch.Tensor) -> torch.Tensor:
         return model(input_ids=ids).last_hidden_state
 
 
-def compare(tmp_path: Path, attn: str, dtype: torch.dtype, causal_lm: bool = False) -> float:
-    model = tiny_llama(llama_config(attn), dtype, causal_lm)
+def compare(tmp_path: Path, attn: str, dtype: torch.dtype, causal_lm: bool = False, rope: dict | None = None) -> float:
+    model = tiny_llama(llama_config(attn, rope=rope), dtype, causal_lm)
     model.save_pretrained(tmp_path, safe_serialization=True)
     ids = torch.randint(0, 100, (2, SEQ_LEN), generator=torch.Generator().manual_seed(1))
     ours, theirs = armt_output(tmp_path, dtype, ids, bare=not causal_lm), hf_output(model, ids)
@@ -73,6 +73,16 @@ def compare(tmp_path: Path, attn: str, dtype: torch.dtype, causal_lm: bool = Fal
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_one_segment_without_memory_equals_hf_llama(tmp_path: Path, attn: str, dtype: torch.dtype) -> None:
     assert compare(tmp_path, attn, dtype) <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_llama3_rope_hidden_states_equal_hf_llama(tmp_path: Path, dtype: torch.dtype) -> None:
+    assert compare(tmp_path, "sdpa", dtype, rope=LLAMA3_ROPE) <= 1e-5
+
+
+@pytest.mark.usefixtures("full_precision_hf")
+def test_llama3_rope_fp64_matches_full_precision_hf_to_round_off(tmp_path: Path) -> None:
+    assert compare(tmp_path, "sdpa", torch.float64, rope=LLAMA3_ROPE) <= 1e-12
 
 
 def test_causal_lm_checkpoint_loads_and_matches(tmp_path: Path) -> None:
