@@ -23,6 +23,23 @@ ARMT_VARIANTS = ("paper", "normalized")
 # Largest size field (layers, widths, vocabulary, tokens). No real model comes near it; the cap keeps
 # absurd values (10**400 in a spec file) out of the cost model's float arithmetic, where they overflow.
 MAX_SIZE = 2**31 - 1
+# Rotary position embeddings: "default" (theta^(-2i/hd)) or "llama3" (Llama 3.1/3.2's frequency scaling).
+ROPE_TYPES = ("default", "llama3")
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """Llama 3's rotary frequency scaling (HF ``rope_type: "llama3"``).
+
+    With wavelength lambda = 2 pi / f of each default frequency f: lambda < original / high_freq_factor keeps
+    f; lambda > original / low_freq_factor uses f / factor; in between, a smooth mix
+    ``(1 - s) f / factor + s f`` with ``s = (original / lambda - low) / (high - low)``.
+    """
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_position: int
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,8 @@ class ModelSpec:
     ``armt_variant`` picks ARMT's memory maths: ``paper`` (phi as DPFP gives it, eps 1e-5 in gamma's
     denominator; what published checkpoints expect) or ``normalized`` (phi L2-normalised, no eps).
     ``tie_word_embeddings`` makes the LM head the embedding table (no separate ``lm_head`` weight).
+    ``rope_type`` ``llama3`` scales the rotary frequencies with the four ``rope_*`` factors (see
+    ``RopeScaling``; the defaults are Llama 3.1's); with ``default`` those four are unused.
     """
 
     name: str
@@ -56,6 +75,11 @@ class ModelSpec:
     rms_norm_eps: float = 1e-5
     armt_variant: str = "paper"
     tie_word_embeddings: bool = False
+    rope_type: str = "default"
+    rope_factor: float = 8.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_position: int = 8192
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -71,7 +95,7 @@ class ModelSpec:
                 f"model {self.name!r}: tie_word_embeddings must be true or false, got {self.tie_word_embeddings!r}"
             )
         positive = ("num_layers", "d_model", "num_heads", "num_kv_heads", "mlp_dim", "vocab_size", "segment_len")
-        for field_name in (*positive, "mem_key_dim", "dpfp_nu", "dtype_bytes"):
+        for field_name in (*positive, "mem_key_dim", "dpfp_nu", "dtype_bytes", "rope_original_max_position"):
             value = getattr(self, field_name)
             if not _is_int(value) or not 0 < value <= MAX_SIZE:
                 raise SpecError(f"model {self.name!r}: {field_name} must be a positive integer (at most "
@@ -94,6 +118,20 @@ class ModelSpec:
             )
         if self.head_dim % 2:
             raise SpecError(f"model {self.name!r}: head_dim {self.head_dim} must be even for rotary embeddings")
+        self._check_rope()
+
+    def _check_rope(self) -> None:
+        if self.rope_type not in ROPE_TYPES:
+            raise SpecError(f"model {self.name!r}: rope_type {self.rope_type!r} is not one of {list(ROPE_TYPES)}")
+        for field_name in ("rope_factor", "rope_low_freq_factor", "rope_high_freq_factor"):
+            value = getattr(self, field_name)
+            if not _is_real(value) or not 0 < value < math.inf:
+                raise SpecError(f"model {self.name!r}: {field_name} must be a positive, finite number, got {value!r}")
+        if not self.rope_high_freq_factor > self.rope_low_freq_factor:
+            raise SpecError(
+                f"model {self.name!r}: rope_high_freq_factor {self.rope_high_freq_factor} must exceed "
+                f"rope_low_freq_factor {self.rope_low_freq_factor}"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -102,6 +140,14 @@ class ModelSpec:
     @property
     def kv_dim(self) -> int:
         return self.num_kv_heads * self.head_dim
+
+    @property
+    def rope_scaling(self) -> RopeScaling | None:
+        """The llama3 frequency scaling, or None for plain rotary embeddings."""
+        if self.rope_type == "default":
+            return None
+        return RopeScaling(self.rope_factor, self.rope_low_freq_factor, self.rope_high_freq_factor,
+                           self.rope_original_max_position)
 
     @property
     def phi_dim(self) -> int:

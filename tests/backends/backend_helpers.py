@@ -1,12 +1,15 @@
 """Shared pieces of the backend tests: random tiny model specs, random valid schedules, bitwise comparison.
 
 Specs span the exactness contract's space: layers 1..6, heads 1..4 with kv heads dividing them, d_model
-8..64 with an even head_dim, T 1..17, M 0..4, 1..9 segments with a short last one.
+8..64 with an even head_dim, T 1..17, M 0..4, 1..9 segments with a short last one; both ARMT maths variants,
+tied or untied LM head, plain or llama3-scaled rotary tables.
 """
 
 from __future__ import annotations
 
+import math
 import random
+from typing import Any
 
 import torch
 from hypothesis import HealthCheck, settings
@@ -26,9 +29,15 @@ def tiny_specs(draw: st.DrawFn, family: str) -> ModelSpec:
     kv_heads = draw(st.integers(1, 4))
     heads = kv_heads * draw(st.integers(1, 4 // kv_heads))
     half_head = draw(st.integers(max(1, -(-4 // heads)), 32 // heads))
+    variant = draw(st.sampled_from(("paper", "normalized"))) if family == "armt" else "paper"
+    rope = draw(st.sampled_from(("default", "llama3")))
     return ModelSpec(
         name="hyp",
         family=family,
+        armt_variant=variant,
+        tie_word_embeddings=draw(st.booleans()),
+        rope_type=rope,
+        rope_original_max_position=draw(st.integers(8, 64)),
         num_layers=draw(st.integers(1, 6)),
         d_model=heads * 2 * half_head,
         num_heads=heads,
@@ -40,6 +49,35 @@ def tiny_specs(draw: st.DrawFn, family: str) -> ModelSpec:
         mem_key_dim=draw(st.integers(1, 8)),
         dtype_bytes=4,
     )
+
+
+def llama3_inv_freq_fp64(rope: dict[str, Any], dim: int) -> torch.Tensor:
+    """Rotary frequencies in fp64, written per frequency from Llama 3.1's published rule (``rope`` holds HF's
+    rope_parameters keys): keep high frequencies, divide low ones by ``factor``, interpolate linearly in
+    ``original / wavelength`` between them. With ``rope_type`` default, the plain ``theta^(-2i/dim)``."""
+    inv_freq = 1.0 / rope["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    if rope.get("rope_type", "default") == "default":
+        return inv_freq
+    factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+    original = rope["original_max_position_embeddings"]
+    out = []
+    for freq in inv_freq.tolist():
+        wavelength = 2 * math.pi / freq
+        if wavelength < original / high:
+            out.append(freq)
+        elif wavelength > original / low:
+            out.append(freq / factor)
+        else:
+            smooth = (original / wavelength - low) / (high - low)
+            out.append((1 - smooth) * freq / factor + smooth * freq)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def spec_rope(spec: ModelSpec) -> dict[str, Any]:
+    """``spec``'s rotary settings as HF's rope_parameters keys (for ``llama3_inv_freq_fp64``)."""
+    return {"rope_type": spec.rope_type, "rope_theta": spec.rope_theta, "factor": spec.rope_factor,
+            "low_freq_factor": spec.rope_low_freq_factor, "high_freq_factor": spec.rope_high_freq_factor,
+            "original_max_position_embeddings": spec.rope_original_max_position}
 
 
 @st.composite
@@ -97,8 +135,10 @@ __all__ = [
     "every_schedule",
     "execute",
     "graph_for",
+    "llama3_inv_freq_fp64",
     "random_inputs",
     "random_valid_schedule",
     "sequence_lengths",
+    "spec_rope",
     "tiny_specs",
 ]

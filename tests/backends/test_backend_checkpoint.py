@@ -1,5 +1,6 @@
-"""Checkpoints: rmtsched's own format round-trips exactly; HF LLaMA directories map onto the ARMT; every bad
-checkpoint is a ``CheckpointError`` that names the offending keys, shapes or fields and what was expected."""
+"""Checkpoints: rmtsched's own format round-trips exactly; HF LLaMA directories map onto the ARMT (memory weights
+only when asked to seed them); every bad checkpoint is a ``CheckpointError`` that names the offending keys, shapes
+or fields and what was expected. The ARMT reference layout has its own file (test_backend_armt_reference.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 
 from rmtsched.backends.torch import build_model, execute
 from rmtsched.backends.torch.checkpoint import load_checkpoint, load_model, save_checkpoint
-from rmtsched.backends.torch.hf_llama import hf_model_spec
+from rmtsched.backends.torch.hf_llama import llama_shapes
 from rmtsched.backends.torch.params import param_shapes
 from rmtsched.backends.torch.session import OutputHash, random_token_ids
 from rmtsched.cli.main import main
@@ -66,6 +67,22 @@ def test_loading_takes_run_choices_from_the_given_spec(tmp_path: Path) -> None:
     loaded = load_model(tmp_path, longer, dtype=torch.float64)
     assert loaded.spec == longer and loaded.dtype == torch.float64
     assert torch.equal(loaded.params["wqkv"], model.params["wqkv"].double())
+    assert set(loaded.weight_sources.values()) == {"checkpoint"} and loaded.weight_sources.keys() == model.params.keys()
+
+
+def test_spec_overrides_change_run_choices_and_refuse_weight_fields(tmp_path: Path) -> None:
+    save_checkpoint(build_model(SPEC.replace(tie_word_embeddings=True), seed=2), tmp_path)
+    loaded = load_model(tmp_path, spec_overrides={"segment_len": 9, "armt_variant": "normalized", "name": "n"})
+    assert (loaded.spec.segment_len, loaded.spec.armt_variant, loaded.spec.name) == (9, "normalized", "n")
+    assert loaded.weight_sources["lm_head"] == "tied" and "lm_head" not in loaded.params
+    with pytest.raises(CheckpointError, match=r"mem_tokens=2 from .*rmtsched\.json but 5 in the spec_overrides"):
+        load_model(tmp_path, spec_overrides={"mem_tokens": 5})
+    with pytest.raises(CheckpointError, match=r"unknown model spec field\(s\) \['segment_length'\]"):
+        load_model(tmp_path, spec_overrides={"segment_length": 5})
+    with pytest.raises(CheckpointError, match=r"init_memory 'random' is not one of \[None, 'seed'\]"):
+        load_model(tmp_path, init_memory="random")
+    with pytest.raises(CheckpointError, match=r"spec_overrides \{'segment_len': 0\} do not fit .*segment_len must be"):
+        load_model(tmp_path, spec_overrides={"segment_len": 0})
 
 
 def test_memory_free_model_round_trips(tmp_path: Path) -> None:
@@ -126,7 +143,7 @@ def test_missing_files_are_named(saved: Path, tmp_path_factory) -> None:
     with pytest.raises(CheckpointError, match=r"model\.safetensors' is missing"):
         load_model(saved)
     empty = tmp_path_factory.mktemp("empty")
-    with pytest.raises(CheckpointError, match=r"holds none of.*rmtsched\.json.*config\.json"):
+    with pytest.raises(CheckpointError, match=r"holds none of the known layouts.*rmtsched\.json.*config\.json"):
         load_model(empty)
     with pytest.raises(CheckpointError, match="is not a directory"):
         load_model(empty / "absent")
@@ -143,8 +160,8 @@ def test_a_disagreeing_spec_names_every_field(saved: Path) -> None:
     with pytest.raises(CheckpointError) as info:
         load_model(saved, given)
     message = str(info.value)
-    assert "num_layers=3 in the checkpoint but 2 in the given spec" in message
-    assert "mem_tokens=2 in the checkpoint but 3 in the given spec" in message
+    assert "num_layers=3 from " in message and "rmtsched.json but 2 in the given spec" in message
+    assert "mem_tokens=2 from " in message and "rmtsched.json but 3 in the given spec" in message
 
 
 # -- Hugging Face LLaMA directories ----------------------------------------------------------------------
@@ -152,14 +169,18 @@ def test_a_disagreeing_spec_names_every_field(saved: Path) -> None:
 HF_CONFIG = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2,
              "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 41, "rms_norm_eps": 1e-5,
              "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"}, "hidden_act": "silu"}
+RUN = {"segment_len": 5, "mem_tokens": 2, "mem_key_dim": 4, "name": "hf"}
+HF_SPEC = ModelSpec(family="armt", num_layers=2, d_model=16, num_heads=4, num_kv_heads=2, mlp_dim=24, vocab_size=41,
+                    rms_norm_eps=1e-5, **RUN)
 
 
-def hf_tensors(spec: ModelSpec, prefix: str = "") -> dict[str, torch.Tensor]:
+def hf_tensors(spec: ModelSpec, prefix: str = "model.", lm_head: bool = True) -> dict[str, torch.Tensor]:
     """A LLaMA state dict of ``spec``'s sizes with distinct random values (so a mix-up shows)."""
-    from rmtsched.backends.torch.hf_llama import hf_shapes
-
     generator = torch.Generator().manual_seed(0)
-    return {prefix + name: torch.randn(shape, generator=generator) for name, shape in hf_shapes(spec).items()}
+    tensors = {name: torch.randn(shape, generator=generator)
+               for name, shape in llama_shapes(spec.replace(tie_word_embeddings=not lm_head)).items()}
+    return {(name if name.startswith("lm_head") else prefix + name.removeprefix("model.")): value
+            for name, value in tensors.items()}
 
 
 def write_hf(directory: Path, tensors: dict[str, torch.Tensor], config: dict = HF_CONFIG, shards: int = 1) -> Path:
@@ -179,19 +200,19 @@ def write_hf(directory: Path, tensors: dict[str, torch.Tensor], config: dict = H
     return directory
 
 
-HF_SPEC = hf_model_spec(HF_CONFIG, segment_len=5, mem_tokens=2, mem_key_dim=4, name="hf")
+def load_seeded(directory: Path, **kwargs) -> torch.nn.Module:
+    return load_model(directory, spec_overrides={**RUN, **kwargs.pop("overrides", {})}, init_memory="seed", **kwargs)
 
 
-@pytest.mark.parametrize(("prefix", "shards"), [("", 1), ("model.", 1), ("model.", 3)])
+@pytest.mark.parametrize(("prefix", "shards"), [("model.", 1), ("model.", 3)])
 def test_hf_tensors_map_onto_the_parameter_table(tmp_path: Path, prefix: str, shards: int) -> None:
     tensors = hf_tensors(HF_SPEC, prefix)
-    if prefix:
-        tensors["lm_head.weight"] = torch.zeros(41, 16)
     tensors[f"{prefix}layers.0.self_attn.rotary_emb.inv_freq"] = torch.zeros(2)
-    model = load_model(write_hf(tmp_path, tensors, shards=shards), HF_SPEC, seed=9, dtype=torch.float64)
+    model = load_seeded(write_hf(tmp_path, tensors, shards=shards), seed=9, dtype=torch.float64)
+    assert model.spec == HF_SPEC.replace(dtype_bytes=8)  # the sim's element size follows the load dtype
     p, t = model.params, {name.removeprefix(prefix): value.double() for name, value in tensors.items()}
     assert model.dtype == torch.float64 and torch.equal(p["embed"], t["embed_tokens.weight"])
-    assert torch.equal(p["final_norm"], t["norm.weight"])
+    assert torch.equal(p["final_norm"], t["norm.weight"]) and torch.equal(p["lm_head"], t["lm_head.weight"])
     for layer in range(2):
         hf = {name.removeprefix(f"layers.{layer}."): value for name, value in t.items()
               if name.startswith(f"layers.{layer}.")}
@@ -203,17 +224,52 @@ def test_hf_tensors_map_onto_the_parameter_table(tmp_path: Path, prefix: str, sh
         assert torch.equal(p["attn_norm"][layer], hf["input_layernorm.weight"])
         assert torch.equal(p["mlp_norm"][layer], hf["post_attention_layernorm.weight"])
     seeded = build_model(HF_SPEC, seed=9, dtype=torch.float64).params
-    for name in ("memory", "mem_wq", "mem_wkvb", "mem_b_bias"):
+    memory = ("memory", "mem_wq", "mem_wkvb", "mem_b_bias")
+    for name in memory:
         assert torch.equal(p[name], seeded[name]), name
-    other_seed = load_model(tmp_path, HF_SPEC, seed=10)
+    assert model.weight_sources == {name: "seed" if name in memory else "checkpoint" for name in p}
+    other_seed = load_seeded(tmp_path, seed=10)
     assert not torch.equal(other_seed.params["mem_wq"], seeded["mem_wq"].float())
 
 
-def test_hf_spec_defaults_when_none_is_given(tmp_path: Path) -> None:
-    model = load_model(write_hf(tmp_path / "tiny-llama", hf_tensors(HF_SPEC)), family="rmt")
+def test_hf_llama_without_memory_weights_is_refused_unless_seeded(tmp_path: Path) -> None:
+    write_hf(tmp_path, hf_tensors(HF_SPEC))
+    with pytest.raises(CheckpointError) as info:
+        load_model(tmp_path, spec_overrides=RUN)
+    message = str(info.value)
+    assert "plain Hugging Face LLaMA" in message and "mem_wq" in message and "init_memory='seed'" in message
+    assert "--init-memory seed" in message and "\n" not in message
+
+
+def test_hf_spec_comes_from_config_json_when_none_is_given(tmp_path: Path) -> None:
+    model = load_model(write_hf(tmp_path / "tiny-llama", hf_tensors(HF_SPEC)), init_memory="seed",
+                       spec_overrides={"family": "rmt"})
     assert model.spec.family == "rmt" and model.spec.name == "tiny-llama"
     assert (model.spec.segment_len, model.spec.mem_tokens, model.spec.mem_key_dim) == (1024, 16, 64)
     assert (model.spec.d_model, model.spec.num_kv_heads, model.spec.rms_norm_eps) == (16, 2, 1e-5)
+    assert model.weight_sources["memory"] == "seed" and model.weight_sources["wqkv"] == "checkpoint"
+
+
+def test_llama_model_save_without_lm_head_needs_tied_embeddings(tmp_path: Path) -> None:
+    """A bare LlamaModel save (no ``model.`` prefix, no head) loads only with the head tied to the embeddings."""
+    write_hf(tmp_path, hf_tensors(HF_SPEC, prefix="", lm_head=False))
+    with pytest.raises(CheckpointError, match=r"no lm_head\.weight .* tie_word_embeddings is false"):
+        load_seeded(tmp_path)
+    model = load_seeded(tmp_path, overrides={"tie_word_embeddings": True})
+    assert model.weight_sources["lm_head"] == "tied" and torch.equal(model.lm_head_weight, model.params["embed"])
+
+
+def test_tied_config_loads_without_lm_head_and_refuses_a_different_one(tmp_path: Path) -> None:
+    config = {**HF_CONFIG, "tie_word_embeddings": True}
+    tensors = hf_tensors(HF_SPEC, lm_head=False)
+    assert load_seeded(write_hf(tmp_path, tensors, config)).weight_sources["lm_head"] == "tied"
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
+    assert load_seeded(write_hf(tmp_path, tensors, config)).spec.tie_word_embeddings
+    tensors["lm_head.weight"] = tensors["lm_head.weight"] + 1
+    with pytest.raises(CheckpointError, match=r"lm_head\.weight differs from the embedding table"):
+        load_seeded(write_hf(tmp_path, tensors, config))
+    with pytest.raises(CheckpointError, match=r"tie_word_embeddings=True from .*config\.json .* but False"):
+        load_seeded(tmp_path, overrides={"tie_word_embeddings": False})
 
 
 def test_hf_missing_and_misshaped_tensors_are_all_listed(tmp_path: Path) -> None:
@@ -222,7 +278,7 @@ def test_hf_missing_and_misshaped_tensors_are_all_listed(tmp_path: Path) -> None
     tensors["model.layers.0.self_attn.k_proj.weight"] = torch.zeros(4, 16)
     tensors["model.layers.0.self_attn.q_proj.bias"] = torch.zeros(16)
     with pytest.raises(CheckpointError) as info:
-        load_model(write_hf(tmp_path, tensors, shards=2), HF_SPEC)
+        load_seeded(write_hf(tmp_path, tensors, shards=2))
     message = str(info.value)
     assert "4 problem(s)" in message
     assert "missing model.layers.1.mlp.up_proj.weight (expected shape [24, 16])" in message
@@ -235,31 +291,39 @@ def test_hf_index_naming_a_missing_shard_is_named(tmp_path: Path) -> None:
     write_hf(tmp_path, hf_tensors(HF_SPEC), shards=2)
     (tmp_path / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"shard '.*model-00002-of-00002\.safetensors' is missing"):
-        load_model(tmp_path, HF_SPEC)
+        load_seeded(tmp_path)
 
 
 def test_several_safetensors_without_an_index_are_refused(tmp_path: Path) -> None:
     write_hf(tmp_path, hf_tensors(HF_SPEC), shards=2)
     (tmp_path / "model.safetensors.index.json").unlink()
     with pytest.raises(CheckpointError, match=r"expected model\.safetensors \(or shards listed by .*found .*00001"):
-        load_model(tmp_path, HF_SPEC)
+        load_seeded(tmp_path)
 
 
 def test_hf_config_that_disagrees_with_the_spec_names_the_field(tmp_path: Path) -> None:
     write_hf(tmp_path, hf_tensors(HF_SPEC))
     with pytest.raises(CheckpointError) as info:
-        load_model(tmp_path, HF_SPEC.replace(num_kv_heads=4, rms_norm_eps=1e-6))
+        load_model(tmp_path, HF_SPEC.replace(num_kv_heads=4, rms_norm_eps=1e-6), init_memory="seed")
     message = str(info.value)
-    assert "num_key_value_heads=2 in config.json but num_kv_heads=4 in the given spec" in message
-    assert "rms_norm_eps=1e-05 in config.json but rms_norm_eps=1e-06 in the given spec" in message
+    assert "num_kv_heads=2 from " in message and "config.json num_key_value_heads but 4 in the given spec" in message
+    assert "rms_norm_eps=1e-05 from " in message and "config.json rms_norm_eps but 1e-06 in the given spec" in message
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"rope_parameters": {"rope_theta": 5e5, "rope_type": "llama3"}}, "rope_type='llama3' is not supported"),
+        ({"rope_parameters": {"rope_theta": 5e5, "rope_type": "yarn", "factor": 4.0}},
+         "rope_type='yarn' is not supported"),
+        ({"rope_parameters": {"rope_theta": 5e5, "rope_type": "llama3", "factor": 8.0}},
+         "rope type llama3 needs low_freq_factor"),
+        ({"rope_parameters": {"rope_theta": 5e5, "rope_type": "default", "partial_rotary_factor": 0.5}},
+         "partial_rotary_factor=0.5 is not supported"),
         ({"hidden_act": "gelu"}, "hidden_act='gelu' is not supported"),
         ({"attention_bias": True}, "attention_bias=True is not supported"),
+        ({"mlp_bias": True}, "mlp_bias=True is not supported"),
+        ({"sliding_window": 4096}, "sliding_window=4096 is not supported"),
+        ({"model_type": "mistral"}, "model_type='mistral' is not supported"),
         ({"head_dim": 8}, "head_dim=8 is not supported"),
         ({"vocab_size": None}, "vocab_size must be a positive integer"),
     ],
@@ -267,14 +331,24 @@ def test_hf_config_that_disagrees_with_the_spec_names_the_field(tmp_path: Path) 
 def test_hf_config_the_backend_cannot_run_is_refused(tmp_path: Path, change: dict, message: str) -> None:
     config = {**HF_CONFIG, **change}
     with pytest.raises(CheckpointError, match=r"config\.json") as info:
-        load_model(write_hf(tmp_path, hf_tensors(HF_SPEC), config))
+        load_seeded(write_hf(tmp_path, hf_tensors(HF_SPEC), config))
     assert message in str(info.value)
+
+
+def test_transformers_4_rope_scaling_is_read(tmp_path: Path) -> None:
+    """4.x configs keep rope_theta at the top and the llama3 factors in ``rope_scaling``."""
+    config = {key: value for key, value in HF_CONFIG.items() if key != "rope_parameters"}
+    config.update(rope_theta=500000.0, rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                                     "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
+    spec = load_seeded(write_hf(tmp_path, hf_tensors(HF_SPEC), config)).spec
+    assert (spec.rope_type, spec.rope_theta, spec.rope_factor, spec.rope_original_max_position) == (
+        "llama3", 500000.0, 32.0, 8192)
 
 
 def test_hf_missing_config_key_is_named(tmp_path: Path) -> None:
     config = {key: value for key, value in HF_CONFIG.items() if key != "hidden_size"}
     with pytest.raises(CheckpointError, match="missing hidden_size"):
-        load_model(write_hf(tmp_path, hf_tensors(HF_SPEC), config))
+        load_seeded(write_hf(tmp_path, hf_tensors(HF_SPEC), config))
 
 
 # -- rmtsched run --checkpoint ---------------------------------------------------------------------------
@@ -309,18 +383,11 @@ def test_cli_checkpoint_with_a_missing_key_exits_2_naming_it(tmp_path: Path, cap
     assert "missing mem_wkvb (expected shape [4, 81, 64])" in captured.err
 
 
-def test_cli_runs_an_hf_checkpoint_with_a_matching_spec_file(tmp_path: Path, capsys) -> None:
+def test_cli_refuses_an_hf_checkpoint_without_memory_weights(tmp_path: Path, capsys) -> None:
+    """Until the CLI can ask for seeded memory, a plain LLaMA checkpoint is refused in one line (exit 2)."""
     write_hf(tmp_path / "hf", hf_tensors(HF_SPEC))
     (tmp_path / "spec.json").write_text(json.dumps(HF_SPEC.to_dict()))
-    args = ["run", "--model", str(tmp_path / "spec.json"), "--seq-len", "12", "--schedule", "diagonal", "--json"]
-    assert main([*args, "--checkpoint", str(tmp_path / "hf")]) == 0
-    loaded = json.loads(capsys.readouterr().out)
-    assert main(args) == 0
-    seeded = json.loads(capsys.readouterr().out)
-    assert loaded["segments"] == 3 and loaded["output_sha256"] != seeded["output_sha256"]
-    assert loaded["output_sha256"] == output_hash(load_model(tmp_path / "hf", HF_SPEC), seq_len=12, seed=0)
-    bigger = tmp_path / "bigger.json"
-    bigger.write_text(json.dumps(HF_SPEC.replace(mlp_dim=32).to_dict()))
-    assert main(["run", "--model", str(bigger), "--seq-len", "12", "--schedule", "diagonal",
-                 "--checkpoint", str(tmp_path / "hf")]) == 2
-    assert "intermediate_size=24 in config.json but mlp_dim=32 in the given spec" in capsys.readouterr().err
+    args = ["run", "--model", str(tmp_path / "spec.json"), "--seq-len", "12", "--schedule", "diagonal"]
+    assert main([*args, "--checkpoint", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "plain Hugging Face LLaMA" in err

@@ -48,17 +48,22 @@ def test_without_memory_later_segments_ignore_segment_zero() -> None:
     assert not base.final_state["assoc"].any()
 
 
-def test_memory_values_matter() -> None:
-    """Zeroing W_mv (as the reference initialises it) changes the output: our init makes the memory count."""
-    model = build_model(SPEC, seed=1)
+@pytest.mark.parametrize("preset", ["armt-tiny", "armt-small"])
+@pytest.mark.parametrize("variant", ["paper", "normalized"])
+def test_seeded_memory_matters_in_both_variants(preset: str, variant: str) -> None:
+    """Zeroing W_mv (as the reference initialises it) moves later segments' outputs by O(0.1..1) (measured
+    0.6-1.3 on outputs of size ~4), so a seeded model's memory counts in the paper variant too (its phi is not
+    normalised, but the read A^T phi / z . phi is a weighted mean of values, whatever phi's scale)."""
+    spec = load_model_spec(preset).replace(armt_variant=variant, segment_len=8, num_layers=4)
+    model = build_model(spec, seed=1)
     params = dict(model.params)
     params["mem_wkvb"] = params["mem_wkvb"].clone()
-    params["mem_wkvb"][:, SPEC.mem_key_dim : SPEC.mem_key_dim + SPEC.d_model] = 0
-    silent = build_model(SPEC, params=params)
-    inputs = random_inputs(SPEC, 1, 3 * SPEC.segment_len, seed=2)
+    params["mem_wkvb"][:, spec.mem_key_dim : spec.mem_key_dim + spec.d_model] = 0
+    silent = build_model(spec, params=params)
+    inputs = random_inputs(spec, 1, 3 * spec.segment_len, seed=2)
     base, other = _run(model, inputs), _run(silent, inputs)
     assert torch.equal(base.outputs[0], other.outputs[0])
-    assert (base.outputs[2] - other.outputs[2]).abs().max() > 1e-4
+    assert (base.outputs[2] - other.outputs[2]).abs().max() > 0.1
 
 
 def test_activations_stay_order_one_over_many_layers_and_segments() -> None:

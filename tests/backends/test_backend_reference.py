@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from backend_helpers import build_model, execute, graph_for, random_inputs
+from backend_helpers import build_model, execute, graph_for, llama3_inv_freq_fp64, random_inputs, spec_rope
 
 from rmtsched.sched import make_schedule
 from rmtsched.specs.model import ModelSpec
@@ -39,7 +39,7 @@ def _llama_layer(spec: ModelSpec, p: dict, layer: int, x: torch.Tensor) -> torch
     q = F.linear(h, wq).view(batch, n, heads, hd).transpose(1, 2)
     k = F.linear(h, wk).view(batch, n, kv_heads, hd).transpose(1, 2)
     v = F.linear(h, wv).view(batch, n, kv_heads, hd).transpose(1, 2)
-    inv_freq = 1.0 / (spec.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+    inv_freq = llama3_inv_freq_fp64(spec_rope(spec), hd)
     angles = torch.outer(torch.arange(n, dtype=torch.float64), inv_freq)
     cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()
     q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
@@ -122,6 +122,7 @@ def naive_rmt(spec: ModelSpec, p: dict, inputs: torch.Tensor):
     return outputs
 
 
+# The llama3 specs' original_max_position puts one rotary wavelength in each band (kept, smoothed, scaled).
 SPECS = {
     "armt-gqa": ModelSpec(name="r", family="armt", num_layers=3, d_model=24, num_heads=4, num_kv_heads=2,
                           mlp_dim=40, vocab_size=50, segment_len=7, mem_tokens=3, mem_key_dim=5),
@@ -132,6 +133,13 @@ SPECS = {
     "armt-gqa-normalized": ModelSpec(name="r", family="armt", num_layers=3, d_model=24, num_heads=4,
                                      num_kv_heads=2, mlp_dim=40, vocab_size=50, segment_len=7, mem_tokens=3,
                                      mem_key_dim=5, armt_variant="normalized"),
+    "armt-tied-llama3": ModelSpec(name="r", family="armt", num_layers=3, d_model=24, num_heads=4, num_kv_heads=2,
+                                  mlp_dim=40, vocab_size=50, segment_len=7, mem_tokens=3, mem_key_dim=5,
+                                  tie_word_embeddings=True, rope_type="llama3", rope_original_max_position=256),
+    "armt-normalized-tied-llama3": ModelSpec(name="r", family="armt", num_layers=2, d_model=16, num_heads=2,
+                                             num_kv_heads=1, mlp_dim=24, vocab_size=50, segment_len=9, mem_tokens=2,
+                                             mem_key_dim=4, armt_variant="normalized", tie_word_embeddings=True,
+                                             rope_type="llama3", rope_original_max_position=1024),
     "rmt": ModelSpec(name="r", family="rmt", num_layers=3, d_model=24, num_heads=4, num_kv_heads=2,
                      mlp_dim=40, vocab_size=50, segment_len=7, mem_tokens=3),
 }
@@ -153,9 +161,11 @@ def test_sequential_run_equals_naive_reference(name: str) -> None:
     else:
         expected = naive_rmt(spec, model.params, inputs)
     assert len(result.outputs) == len(expected) == 5
+    head = model.params["embed"] if spec.tie_word_embeddings else model.params["lm_head"]
     for got, want in zip(result.outputs, expected, strict=True):
         assert got.shape == want.shape
         assert (got - want).abs().max() < TOLERANCE
+        assert (model.logits(got) - F.linear(want, head)).abs().max() < TOLERANCE
 
 
 @pytest.mark.parametrize(("name", "z_floor"), [("armt-gqa", 1e-2), ("armt-gqa-normalized", 0.5)])

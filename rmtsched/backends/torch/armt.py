@@ -61,10 +61,10 @@ class ARMTModel(StackedModel):
         tokens = self.embed(inputs)
         if self.spec.mem_tokens == 0:
             return tokens
-        return torch.cat((tokens, self.memory_tokens(tokens.shape[0])), dim=1)
+        return torch.cat((tokens, self.memory_tokens(tokens.shape[0])), dim=1)  # [B, T + M, d]
 
     def segment_output(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.final_norm(hidden[:, : hidden.shape[1] - self.spec.mem_tokens])
+        return self.final_norm(hidden[:, : hidden.shape[1] - self.spec.mem_tokens])  # [B, T, d]
 
     def forward_layers(self, hidden: torch.Tensor, layers: range, state: LayerState) -> torch.Tensor:
         rows = self._rows(layers)
@@ -90,26 +90,27 @@ class ARMTModel(StackedModel):
 
     def _read(self, hidden: torch.Tensor, rows: slice, assoc: torch.Tensor) -> torch.Tensor:
         w, batch, n, d = hidden.shape
-        query = self.matmul.linear(hidden.reshape(w, batch * n, d), self.params["mem_wq"][rows])
-        phi = self._features(query).view(w, batch, n, -1)
-        num_den = self.matmul.batched(phi, assoc)
-        return num_den[..., :d] / (num_den[..., d:] + READ_EPS)
+        query = self.matmul.linear(hidden.reshape(w, batch * n, d), self.params["mem_wq"][rows])  # [w, B n, m]
+        phi = self._features(query).view(w, batch, n, -1)  # [w, B, n, d_phi]
+        num_den = self.matmul.batched(phi, assoc)  # [w, B, n, d + 1]: A^T phi | z . phi
+        return num_den[..., :d] / (num_den[..., d:] + READ_EPS)  # [w, B, n, d]
 
     def _write(self, mem: torch.Tensor, rows: slice, assoc: torch.Tensor, written: torch.Tensor) -> None:
         w, batch, m, d = mem.shape
         key_dim = self.spec.mem_key_dim
-        kvb = self.matmul.linear(mem.reshape(w, batch * m, d), self.params["mem_wkvb"][rows]).view(w, batch, m, -1)
-        phi = self._features(kvb[..., :key_dim])
-        value = kvb[..., key_dim : key_dim + d]
-        beta = sigmoid(kvb[..., key_dim + d :] + self.params["mem_b_bias"][rows].view(w, 1, 1, 1))
-        num_den = self.matmul.batched(phi, assoc)
-        den = num_den[..., d:] + READ_EPS
-        v_prev = num_den[..., :d] / den
+        kvb = self.matmul.linear(mem.reshape(w, batch * m, d), self.params["mem_wkvb"][rows])  # [w, B M, m + d + 1]
+        kvb = kvb.view(w, batch, m, -1)  # [w, B, M, m + d + 1]: key | value | beta logit
+        phi = self._features(kvb[..., :key_dim])  # [w, B, M, d_phi]
+        value = kvb[..., key_dim : key_dim + d]  # [w, B, M, d]
+        beta = sigmoid(kvb[..., key_dim + d :] + self.params["mem_b_bias"][rows].view(w, 1, 1, 1))  # [w, B, M, 1]
+        num_den = self.matmul.batched(phi, assoc)  # [w, B, M, d + 1]
+        den = num_den[..., d:] + READ_EPS  # [w, B, M, 1]
+        v_prev = num_den[..., :d] / den  # [w, B, M, d]
         norm_sq = torch.linalg.vector_norm(phi, dim=-1, keepdim=True).square_().add_(
             GAMMA_EPS[self.spec.armt_variant]
         )
-        gamma = (1.0 - den / norm_sq).clamp_(0.0, 1.0)
+        gamma = (1.0 - den / norm_sq).clamp_(0.0, 1.0)  # [w, B, M, 1]
         gamma = torch.where(written.view(w, 1, 1, 1), gamma, 1.0)
-        update = torch.cat((beta * (value - v_prev), gamma), dim=-1)
-        self.matmul.accumulate_(assoc, phi.transpose(2, 3), update)
+        update = torch.cat((beta * (value - v_prev), gamma), dim=-1)  # [w, B, M, d + 1]
+        self.matmul.accumulate_(assoc, phi.transpose(2, 3), update)  # assoc [w, B, d_phi, d + 1] += phi^T update
         written.fill_(True)

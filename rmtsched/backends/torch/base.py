@@ -3,7 +3,8 @@
 A ``StackedModel`` holds the weights of the global layers ``layers`` (all of them unless it is a slice
 made by ``slice_layers``); ``forward_layers`` takes GLOBAL layer indices and maps them to rows of its
 stacked tensors. The embedding tables and final norm travel with every slice (they are small next to
-the layers and let any stage embed or finish a segment).
+the layers and let any stage embed or finish a segment). ``weight_sources`` says where each weight
+came from (``checkpoint``, ``lora-merged``, ``seed``, ``tied``), so a run can report it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class StackedModel:
         *,
         layers: range | None = None,
         matmul: str = "auto",
+        weight_sources: Mapping[str, str] | None = None,
     ):
         self.spec = spec
         self.layers = range(spec.num_layers) if layers is None else layers
@@ -41,9 +43,10 @@ class StackedModel:
             raise ValueError(f"layers {self.layers} is not a non-empty contiguous range of 0..{spec.num_layers - 1}")
         check_params(spec, params, self.layers)
         self.params = dict(params)
+        self.weight_sources = _weight_sources(spec, self.params, weight_sources)
         embed = self.params["embed"]
         self.device, self.dtype = embed.device, embed.dtype
-        self.rope = RotaryCache(spec.head_dim, spec.rope_theta, self.dtype, self.device)
+        self.rope = RotaryCache(spec.head_dim, spec.rope_theta, self.dtype, self.device, spec.rope_scaling)
         self.matmul = RowMatmul(matmul)
 
     # -- protocol attributes -----------------------------------------------------------------------
@@ -73,7 +76,8 @@ class StackedModel:
             name: value[start - offset : stop - offset].clone() if name in stacked else value
             for name, value in self.params.items()
         }
-        return type(self)(self.spec, params, layers=range(start, stop), matmul=self.matmul.mode)
+        return type(self)(self.spec, params, layers=range(start, stop), matmul=self.matmul.mode,
+                          weight_sources=self.weight_sources)
 
     def _rows(self, layers: range) -> slice:
         if layers.step != 1 or layers.start < self.layers.start or layers.stop > self.layers.stop:
@@ -113,3 +117,23 @@ class StackedModel:
     def __repr__(self) -> str:
         name = type(self).__name__
         return f"{name}({self.spec.name!r}, layers={self.layers}, dtype={self.dtype}, device={self.device})"
+
+
+# Where a weight came from: a checkpoint tensor, a checkpoint tensor with its LoRA adapter merged in, a draw
+# from the seed, the embedding table (a tied LM head), or a parameter dict the caller built.
+WEIGHT_SOURCES = ("checkpoint", "lora-merged", "seed", "tied", "given")
+
+
+def _weight_sources(
+    spec: ModelSpec, params: Mapping[str, torch.Tensor], sources: Mapping[str, str] | None
+) -> dict[str, str]:
+    """Every name in ``params`` (plus ``lm_head`` when tied) -> its source; ``given`` when none is said."""
+    expected = set(params) | ({"lm_head"} if spec.tie_word_embeddings else set())
+    if sources is None:
+        sources = {**dict.fromkeys(params, "given"), **({"lm_head": "tied"} if spec.tie_word_embeddings else {})}
+    if set(sources) != expected or not set(sources.values()) <= set(WEIGHT_SOURCES):
+        raise ValueError(
+            f"weight_sources {dict(sources)} must map exactly the parameters {sorted(expected)} to one of "
+            f"{list(WEIGHT_SOURCES)}"
+        )
+    return dict(sources)

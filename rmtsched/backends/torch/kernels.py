@@ -8,10 +8,13 @@ are not); GEMMs and attention go through ``RowMatmul`` (``rowmm.py``). Measureme
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from rmtsched.backends.torch.rowmm import RowMatmul, aligned
+from rmtsched.specs.model import RopeScaling
 
 __all__ = [
     "RowMatmul",
@@ -24,6 +27,7 @@ __all__ = [
     "merge_heads",
     "rms_norm",
     "rotary_apply",
+    "rotary_inv_freq",
     "rotary_tables",
     "sigmoid",
     "silu_mul",
@@ -55,18 +59,44 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 # -- rotary position embeddings --------------------------------------------------------------------
 
 
+def rotary_inv_freq(
+    head_dim: int, theta: float, compute: torch.dtype, scaling: RopeScaling | None = None
+) -> torch.Tensor:
+    """The ``head_dim / 2`` rotary frequencies ``theta^(-2i/hd)``, llama3-scaled if ``scaling`` is given.
+
+    The same operations, in the same dtype, as HF's ``compute_default_rope_parameters`` and
+    ``_compute_llama3_parameters`` (see ``RopeScaling`` for the rule).
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).to(compute) / head_dim))
+    if scaling is None:
+        return inv_freq
+    factor, low, high = scaling.factor, scaling.low_freq_factor, scaling.high_freq_factor
+    original = scaling.original_max_position
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > original / low, inv_freq / factor, inv_freq)
+    smooth = (original / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < original / high) * ~(wavelen > original / low)
+    return torch.where(medium, smoothed, scaled)
+
+
 def rotary_tables(
-    num_tokens: int, head_dim: int, theta: float, dtype: torch.dtype, device: torch.device
+    num_tokens: int,
+    head_dim: int,
+    theta: float,
+    dtype: torch.dtype,
+    device: torch.device,
+    scaling: RopeScaling | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """HF LLaMA's cos/sin tables ``[num_tokens, head_dim]`` for positions 0..num_tokens-1.
 
     Frequencies are computed in fp32 (fp64 for fp64 models) and cast, as ``LlamaRotaryEmbedding`` does.
     """
     compute = torch.float64 if dtype == torch.float64 else torch.float32
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).to(compute) / head_dim))
+    inv_freq = rotary_inv_freq(head_dim, theta, compute, scaling)
     positions = torch.arange(num_tokens, dtype=compute)
-    freqs = torch.outer(positions, inv_freq)
-    emb = torch.cat((freqs, freqs), dim=-1)
+    freqs = torch.outer(positions, inv_freq)  # [n, hd/2]
+    emb = torch.cat((freqs, freqs), dim=-1)  # [n, hd]
     return emb.cos().to(dtype=dtype, device=device), emb.sin().to(dtype=dtype, device=device)
 
 

@@ -15,7 +15,7 @@ import torch
 
 from rmtsched.backends.torch.kernels import merge_heads, rms_norm, rotary_apply, rotary_tables, silu_mul
 from rmtsched.backends.torch.rowmm import RowMatmul
-from rmtsched.specs.model import ModelSpec
+from rmtsched.specs.model import ModelSpec, RopeScaling
 
 
 @dataclass
@@ -26,12 +26,13 @@ class RotaryCache:
     theta: float
     dtype: torch.dtype
     device: torch.device
+    scaling: RopeScaling | None = None
     _tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     def get(self, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         tables = self._tables.get(num_tokens)
         if tables is None:
-            cos, sin = rotary_tables(num_tokens, self.head_dim, self.theta, self.dtype, self.device)
+            cos, sin = rotary_tables(num_tokens, self.head_dim, self.theta, self.dtype, self.device, self.scaling)
             tables = self._tables[num_tokens] = (cos[:, None, :], sin[:, None, :])
         return tables
 
@@ -49,19 +50,20 @@ def llama_layers(
     heads, kv_heads, hd, mlp = spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.mlp_dim
     eps = spec.rms_norm_eps
 
-    x = rms_norm(hidden, params["attn_norm"][rows].view(w, 1, 1, d), eps)
-    qkv = matmul.linear(x.view(w, batch * n, d), params["wqkv"][rows]).view(w, batch, n, heads + 2 * kv_heads, hd)
-    cos, sin = rope.get(n)
-    qk = rotary_apply(qkv[..., : heads + kv_heads, :], cos, sin)
-    q = qk[..., :heads, :].transpose(2, 3)
-    k = qk[..., heads:, :].transpose(2, 3)
-    v = qkv[..., heads + kv_heads :, :].transpose(2, 3)
-    attn = merge_heads(matmul.attention(q, k, v))
-    out = matmul.linear(attn.view(w, batch * n, heads * hd), params["wo"][rows])
+    x = rms_norm(hidden, params["attn_norm"][rows].view(w, 1, 1, d), eps)  # [w, B, n, d]
+    qkv = matmul.linear(x.view(w, batch * n, d), params["wqkv"][rows])  # [w, B n, (H + 2K) hd]
+    qkv = qkv.view(w, batch, n, heads + 2 * kv_heads, hd)  # [w, B, n, H + 2K, hd]
+    cos, sin = rope.get(n)  # [n, 1, hd]
+    qk = rotary_apply(qkv[..., : heads + kv_heads, :], cos, sin)  # [w, B, n, H + K, hd]
+    q = qk[..., :heads, :].transpose(2, 3)  # [w, B, H, n, hd]
+    k = qk[..., heads:, :].transpose(2, 3)  # [w, B, K, n, hd]
+    v = qkv[..., heads + kv_heads :, :].transpose(2, 3)  # [w, B, K, n, hd]
+    attn = merge_heads(matmul.attention(q, k, v))  # [w, B, n, H hd]
+    out = matmul.linear(attn.view(w, batch * n, heads * hd), params["wo"][rows])  # [w, B n, d]
     hidden = hidden + out.view(w, batch, n, d)
 
-    x = rms_norm(hidden, params["mlp_norm"][rows].view(w, 1, 1, d), eps)
-    gate_up = matmul.linear(x.view(w, batch * n, d), params["w_gate_up"][rows])
-    act = silu_mul(gate_up[..., :mlp], gate_up[..., mlp:])
-    out = matmul.linear(act, params["w_down"][rows])
+    x = rms_norm(hidden, params["mlp_norm"][rows].view(w, 1, 1, d), eps)  # [w, B, n, d]
+    gate_up = matmul.linear(x.view(w, batch * n, d), params["w_gate_up"][rows])  # [w, B n, 2F]
+    act = silu_mul(gate_up[..., :mlp], gate_up[..., mlp:])  # [w, B n, F]
+    out = matmul.linear(act, params["w_down"][rows])  # [w, B n, d]
     return hidden.add_(out.view(w, batch, n, d))

@@ -6,7 +6,7 @@ takes a parameter dict (e.g. from a checkpoint loader) and returns an ARMT or RM
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -47,14 +47,22 @@ def build_model(
     layers: range | None = None,
     params: Mapping[str, torch.Tensor] | None = None,
     matmul: str = "auto",
+    weight_sources: Mapping[str, str] | None = None,
 ) -> StackedModel:
     """An ARMT/RMT model for ``spec``: seeded random weights unless ``params`` is given.
 
     ``layers`` builds only a contiguous slice (global indices), drawing exactly the full model's
     weights for those layers. ``matmul`` picks the row-GEMM mode (see ``rowmm.RowMatmul``).
+    ``weight_sources`` (see ``StackedModel``) defaults to ``seed`` for drawn weights, ``given`` for ``params``.
     """
     if spec.family not in _FAMILIES:
         raise SpecError(f"no backend model for family {spec.family!r}: expected one of {sorted(_FAMILIES)}")
     if params is None:
         params = init_params(spec, seed=seed, layers=layers, dtype=dtype, device=device)
-    return _FAMILIES[spec.family](spec, params, layers=layers, matmul=matmul)
+        weight_sources = seeded_sources(spec, params)
+    return _FAMILIES[spec.family](spec, params, layers=layers, matmul=matmul, weight_sources=weight_sources)
+
+
+def seeded_sources(spec: ModelSpec, names: Iterable[str]) -> dict[str, str]:
+    """``seed`` for every name, and ``tied`` for the LM head of a spec with tied embeddings."""
+    return {**dict.fromkeys(names, "seed"), **({"lm_head": "tied"} if spec.tie_word_embeddings else {})}

@@ -2,13 +2,14 @@
 
 ``TensorFiles`` maps every tensor name to its file and reads shapes without loading data, so a loader
 can check a whole checkpoint (and list every problem at once) before it copies a single tensor.
-Shared by rmtsched's own checkpoints (``checkpoint.py``) and Hugging Face ones (``hf_llama.py``).
+``TensorView`` shows the tensors under canonical names (a layout's aliases folded into one), so the
+Hugging Face and ARMT-reference loaders share one table of names. Shared by every checkpoint format.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -99,16 +100,68 @@ class TensorFiles:
         return require_finite(self._handle(name).get_tensor(name).to(dtype), name)
 
 
+class TensorView:
+    """The tensors of ``files`` under canonical names: ``rename(file key)`` gives each one's name.
+
+    Two file keys with one canonical name are aliases of one shared tensor (a layout may store either);
+    the first is read, and ``problems`` reports aliases whose values differ. ``display(name)`` is the file
+    key behind a name, or ``expected_key(name)`` for one the files lack (what error messages should say).
+    """
+
+    def __init__(
+        self,
+        files: TensorFiles,
+        rename: Callable[[str], str] = str,
+        expected_key: Callable[[str], str] = str,
+    ):
+        self.directory = files.directory
+        self._files = files
+        self._expected_key = expected_key
+        self._keys: dict[str, str] = {}
+        self._aliases: list[tuple[str, str]] = []
+        for key in files.names():
+            name = rename(key)
+            if name in self._keys:
+                self._aliases.append((self._keys[name], key))
+            else:
+                self._keys[name] = key
+
+    def names(self) -> list[str]:
+        return list(self._keys)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._files.shape(self._keys[name])
+
+    def get(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        return self._files.get(self._keys[name], dtype)
+
+    def source(self, name: str) -> str:
+        """Where the tensor comes from, for ``StackedModel.weight_sources``."""
+        return "checkpoint"
+
+    def display(self, name: str) -> str:
+        return self._keys.get(name) or self._expected_key(name)
+
+    def problems(self) -> list[str]:
+        """Aliases that hold different values (a shared tensor must be one tensor)."""
+        return [f"{kept} and {other} name one shared tensor but hold different values"
+                for kept, other in self._aliases
+                if not torch.equal(self._files.get(kept, torch.float64), self._files.get(other, torch.float64))]
+
+
 def shape_problems(
-    expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]], ignored: Iterable[str] = ()
+    expected: Mapping[str, tuple[int, ...]],
+    found: Mapping[str, tuple[int, ...]],
+    ignored: Iterable[str] = (),
+    display: Callable[[str], str] = str,
 ) -> list[str]:
-    """Every missing, unexpected and mis-shaped tensor, each with what was expected."""
+    """Every missing, unexpected and mis-shaped tensor, each with what was expected (names via ``display``)."""
     skip = set(ignored)
-    problems = [f"missing {name} (expected shape {list(shape)})" for name, shape in expected.items()
+    problems = [f"missing {display(name)} (expected shape {list(shape)})" for name, shape in expected.items()
                 if name not in found]
-    problems += [f"{name} has shape {list(found[name])}, expected {list(shape)}" for name, shape in expected.items()
-                 if name in found and tuple(found[name]) != tuple(shape)]
-    problems += [f"unexpected {name} (shape {list(shape)})" for name, shape in found.items()
+    problems += [f"{display(name)} has shape {list(found[name])}, expected {list(shape)}"
+                 for name, shape in expected.items() if name in found and tuple(found[name]) != tuple(shape)]
+    problems += [f"unexpected {display(name)} (shape {list(shape)})" for name, shape in found.items()
                  if name not in expected and name not in skip]
     return problems
 
