@@ -117,6 +117,13 @@ def test_every_schedule_of_the_prompt_generates_the_same_bits(name: str, dtype: 
     assert torch.equal(generate(model, prompt, NEW_TOKENS, schedule="greedy").logits, expected.logits)
 
 
+@pytest.mark.parametrize("length", [3, 20])
+def test_an_unknown_scheduler_is_refused_whatever_the_prompt_length(length: int) -> None:
+    model = build_model(SPECS["armt-gqa"], seed=3)
+    with pytest.raises(ScheduleError, match="unknown scheduler 'zigzag'"):
+        generate(model, torch.zeros(1, length, dtype=torch.long), 2, schedule="zigzag")
+
+
 def test_a_schedule_of_the_wrong_prompt_is_refused() -> None:
     spec = SPECS["armt-gqa"]
     model = build_model(spec, seed=3)

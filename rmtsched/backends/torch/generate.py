@@ -25,7 +25,7 @@ from rmtsched.backends.torch.base import StackedModel
 from rmtsched.backends.torch.executor import execute
 from rmtsched.backends.torch.kv_cache import KVCache, MemoryRead, cached_layers
 from rmtsched.errors import RmtschedError
-from rmtsched.sched import Schedule, graph_for_tokens, make_schedule, split_segments
+from rmtsched.sched import Schedule, get_scheduler, graph_for_tokens, make_schedule, split_segments
 
 
 class GenerationError(RmtschedError, ValueError):
@@ -97,6 +97,8 @@ def _build_memory(
     model: StackedModel, prefix: torch.Tensor, schedule: str | Schedule
 ) -> tuple[LayerState, torch.Tensor | None]:
     """The memory after the prompt's full segments: the layers' state, and (RMT) the raw last output."""
+    if isinstance(schedule, str):
+        get_scheduler(schedule)  # an unknown name is an error even when the prompt fits in one segment
     if prefix.shape[1] == 0:
         return model.init_state(prefix.shape[0]), None
     if isinstance(schedule, str):
