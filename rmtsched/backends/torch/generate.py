@@ -74,23 +74,30 @@ def generate(
         block = block[:, : block.shape[1] - model.spec.mem_tokens]  # no write-memory tokens: no writes
         cache = KVCache.for_model(model, batch, capacity=block.shape[1] + max_new_tokens - 1)
         read = partial(model.read_memory, state=state) if hasattr(model, "read_memory") else None
-        logits = [_next_logits(model, block, cache, read)]
+        first = _next_logits(model, block, cache, read)
         prefill_s = _elapsed(model, start)
-        tokens, decode_s = [], []
-        finished = torch.zeros(batch, dtype=torch.bool, device=model.device)
-        while True:
-            token = logits[-1].argmax(dim=-1)
-            if eos_token_id is not None:
-                token = torch.where(finished, eos_token_id, token)
-                finished |= token == eos_token_id
-            tokens.append(token)
-            if len(tokens) == max_new_tokens or bool(finished.all()):
-                break
-            step_start = time.perf_counter()
-            logits.append(_next_logits(model, model.embed(token[:, None]), cache, read))
-            decode_s.append(_elapsed(model, step_start))
-    return GenerationResult(torch.stack(tokens, dim=1), torch.stack(logits, dim=1), memory_s, prefill_s,
-                            tuple(decode_s))
+        tokens, logits, decode_s = _greedy(model, first, cache, read, max_new_tokens, eos_token_id)
+    return GenerationResult(tokens, logits, memory_s, prefill_s, decode_s)
+
+
+def _greedy(
+    model: StackedModel, first: torch.Tensor, cache: KVCache, read: MemoryRead | None, max_new_tokens: int,
+    eos_token_id: int | None,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[float, ...]]:
+    """Tokens ``[B, K]``, their logits ``[B, K, V]`` and each decode step's seconds, from the prefill's logits."""
+    logits, tokens, decode_s = [first], [], []
+    finished = torch.zeros(first.shape[0], dtype=torch.bool, device=first.device)
+    while True:
+        token = logits[-1].argmax(dim=-1)
+        if eos_token_id is not None:
+            token = torch.where(finished, eos_token_id, token)
+            finished |= token == eos_token_id
+        tokens.append(token)
+        if len(tokens) == max_new_tokens or bool(finished.all()):
+            return torch.stack(tokens, dim=1), torch.stack(logits, dim=1), tuple(decode_s)
+        start = time.perf_counter()
+        logits.append(_next_logits(model, model.embed(token[:, None]), cache, read))
+        decode_s.append(_elapsed(model, start))
 
 
 def _build_memory(
