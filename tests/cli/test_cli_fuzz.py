@@ -31,7 +31,8 @@ REQUIRED = {"--model": "armt-tiny", "--seq-len": "64", "--hardware": "cpu-generi
 # also need a model and an input (neither is required by argparse: a checkpoint or a token file may give them).
 CHEAP = {"calibrate": ["--quick"], "compare": ["--repeat", "1"],
          "run": ["--no-warmup", "--model", "armt-tiny", "--seq-len", "64"],
-         "verify": ["--model", "armt-tiny", "--seq-len", "64"]}
+         "verify": ["--model", "armt-tiny", "--seq-len", "64"],
+         "generate": ["--model", "armt-tiny", "--seq-len", "64", "--max-new-tokens", "1", "--no-warmup"]}
 # String options that must name something that exists (a preset, a device, a dtype, a clock, a scheduler).
 NAMED = {"--model", "--hardware", "--device", "--dtype", "--clock", "--schedule", "--scheduler", "--engine", "--rule",
          "--gemm"}

@@ -7,7 +7,8 @@ import json
 import pytest
 from cli_helpers import run_main
 
-import rmtsched.api as api
+import rmtsched.api.model as api_model
+import rmtsched.api.verification as api_verify
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -36,7 +37,7 @@ def test_text_report_says_ok(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_a_differing_schedule_fails_with_exit_1(monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The report logic: perturb every non-sequential run's outputs and verify must fail loudly."""
-    real_execute = api.execute
+    real_execute = api_verify.execute
 
     def perturbed(model, inputs, schedule, **kwargs):
         result = real_execute(model, inputs, schedule, **kwargs)
@@ -44,7 +45,7 @@ def test_a_differing_schedule_fails_with_exit_1(monkeypatch, capsys: pytest.Capt
             result.outputs[-1] = result.outputs[-1] + 1e-3
         return result
 
-    monkeypatch.setattr(api, "execute", perturbed)
+    monkeypatch.setattr(api_verify, "execute", perturbed)
     code, out, _ = run_cli(["--model", "armt-tiny", "--seq-len", "10", "--segment-len", "4", "--json"], capsys)
     report = json.loads(out)
     assert code == 1 and not report["ok"]
@@ -65,14 +66,14 @@ def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.fixture
 def nan_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every loaded model gets a NaN in layer 1's attention output projection (weights that make NaN)."""
-    real_load = api.load_model
+    real_load = api_model.load_model
 
     def poisoned(*args, **kwargs):
         model = real_load(*args, **kwargs)
         model.params["wo"][1, 0, 0] = float("nan")
         return model
 
-    monkeypatch.setattr(api, "load_model", poisoned)
+    monkeypatch.setattr(api_model, "load_model", poisoned)
 
 
 @pytest.mark.usefixtures("nan_weights")

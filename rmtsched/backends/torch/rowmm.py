@@ -72,8 +72,15 @@ class RowMatmul:
         return self._run("accumulate", _baddbmm_rows_, _baddbmm_flat_, c, a, b)
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Causal (grouped-query) SDPA per row: ``q`` ``[w, B, H, n, hd]``, ``k``/``v`` ``[w, B, K, n, hd]``
-        -> ``[w, B, H, n, hd]``. The canonical row is one SDPA call on that row's aligned operands."""
+        """Causal (grouped-query) SDPA per row: ``q`` ``[w, B, H, n, hd]``, ``k``/``v`` ``[w, B, K, n_kv, hd]``
+        -> ``[w, B, H, n, hd]``. The canonical row is one SDPA call on that row's aligned operands.
+
+        ``n_kv > n`` means the keys start with a KV cache: query i sits at position n_kv - n + i and sees
+        keys 0..n_kv - n + i. Those calls run the canonical rows without a probe: the key length changes
+        with every call, so probing each new layout would cost more than the call itself.
+        """
+        if k.shape[-2] != q.shape[-2]:
+            return _sdpa_rows(q, k, v)
         return self._run("attention", _sdpa_rows, _sdpa_flat, q, k, v)
 
     # -- dispatch ----------------------------------------------------------------------------------
@@ -208,10 +215,24 @@ def _baddbmm_rows_(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.T
     return c
 
 
+def _causal(q: torch.Tensor, k: torch.Tensor) -> dict:
+    """SDPA's causal arguments with the queries aligned to the LAST keys (a KV cache holds the first ones).
+
+    SDPA's ``is_causal`` aligns them to the first keys, so it serves only the equal-length case.
+    """
+    n, n_kv = q.shape[-2], k.shape[-2]
+    if n == n_kv:
+        return {"is_causal": True}
+    if n == 1:  # one new token sees every key
+        return {}
+    return {"attn_mask": torch.ones(n, n_kv, dtype=torch.bool, device=q.device).tril_(n_kv - n)}
+
+
 def _sdpa_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     gqa = q.shape[2] != k.shape[2]
+    causal = _causal(q, k)
     rows = [
-        F.scaled_dot_product_attention(aligned(qi), aligned(ki), aligned(vi), is_causal=True, enable_gqa=gqa)
+        F.scaled_dot_product_attention(aligned(qi), aligned(ki), aligned(vi), enable_gqa=gqa, **causal)
         for qi, ki, vi in zip(q.unbind(0), k.unbind(0), v.unbind(0), strict=True)
     ]
     return rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)

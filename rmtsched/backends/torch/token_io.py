@@ -75,23 +75,31 @@ def read_token_file(path: Path) -> torch.Tensor:
     return torch.tensor([int(word) for word in words], dtype=torch.int64).reshape(1, -1)
 
 
-def encode_text(path: Path, checkpoint: Path) -> torch.Tensor:
-    """Ids ``[1, N]`` of the UTF-8 text in ``path``, encoded by ``checkpoint/tokenizer.json``."""
+def load_tokenizer(checkpoint: Path | None):  # -> tokenizers.Tokenizer (imported lazily)
+    """The ``tokenizer.json`` of a checkpoint directory, loaded with the ``tokenizers`` package."""
+    if checkpoint is None:
+        raise InputError("--text needs a tokenizer, but no --checkpoint was given: give --tokens, or a directory "
+                         f"holding {TOKENIZER_FILE}")
     tokenizer_file = checkpoint / TOKENIZER_FILE
     if not tokenizer_file.is_file():
         raise InputError(f"--text needs a tokenizer: {str(tokenizer_file)!r} does not exist")
     try:
         from tokenizers import Tokenizer
     except ImportError as exc:
-        raise InputError("--text needs the 'tokenizers' package (pip install tokenizers)") from exc
+        raise InputError("--text needs the 'tokenizers' package (pip install 'rmtsched[text]')") from exc
+    try:
+        return Tokenizer.from_file(str(tokenizer_file))
+    except Exception as exc:  # the tokenizers package raises its own untyped errors for a bad file
+        raise InputError(f"{str(tokenizer_file)!r} is not a readable tokenizer: {exc}") from exc
+
+
+def encode_text(path: Path, checkpoint: Path | None) -> torch.Tensor:
+    """Ids ``[1, N]`` of the UTF-8 text in ``path``, encoded by ``checkpoint/tokenizer.json``."""
+    tokenizer = load_tokenizer(checkpoint)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"text file {str(path)!r} cannot be read as UTF-8 text: {exc}") from exc
-    try:
-        tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    except Exception as exc:  # the tokenizers package raises its own untyped errors for a bad file
-        raise InputError(f"{str(tokenizer_file)!r} is not a readable tokenizer: {exc}") from exc
     return torch.tensor(tokenizer.encode(text).ids, dtype=torch.int64).reshape(1, -1)
 
 
