@@ -127,9 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except (RunFailure, MemoryError, OSError) as exc:  # before RmtschedError: a failure that is both is a failure
         _log_traceback(verbose)
-        return _fail(args.command, _describe(exc), EXIT_RUN_FAILED)
+        return _fail(args.command, _describe(exc), EXIT_RUN_FAILED, _notes(exc, verbose))
     except RmtschedError as exc:
-        return _fail(args.command, str(exc), EXIT_BAD_INPUT)
+        return _fail(args.command, str(exc), EXIT_BAD_INPUT, _notes(exc, verbose))
     except Exception as exc:
         _log_traceback(verbose)
         if _is_out_of_memory(exc):
@@ -138,9 +138,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args.command, f"internal error: {_describe(exc)}{hint}", EXIT_RUN_FAILED)
 
 
-def _fail(command: str, message: str, code: int) -> int:
+def _fail(command: str, message: str, code: int, notes: Sequence[str] = ()) -> int:
+    """One line on stderr; then, only under ``-v``, the notes an error carries (e.g. the schedule grid with
+    the failing cells marked, which validator and distributed errors attach)."""
     print(f"rmtsched {command}: error: {' '.join(message.split())}", file=sys.stderr)
+    for note in notes:
+        print(note, file=sys.stderr)
     return code
+
+
+def _notes(exc: BaseException, verbose: int) -> list[str]:
+    return list(getattr(exc, "__notes__", ())) if verbose > 0 else []
 
 
 def _describe(exc: BaseException) -> str:

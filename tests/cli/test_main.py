@@ -174,3 +174,22 @@ def test_a_closed_pipe_ends_quietly() -> None:
     assert done.stdout == '{"rmtsched'
     assert "BrokenPipeError" not in done.stderr and "Traceback" not in done.stderr and done.stderr == ""
     assert done.returncode == 0
+
+
+def test_the_grid_an_error_carries_is_printed_only_under_verbose(monkeypatch, capsys) -> None:
+    """Validator and distributed errors attach the schedule grid as a note: one line by default, the grid with -v."""
+    from rmtsched.sched import build_cell_graph, make_schedule, validate
+    from rmtsched.sched.schedule import Schedule
+
+    graph = build_cell_graph(2, 3)
+    good = make_schedule(graph, "sequential")
+    bad = Schedule(tuple(reversed(good.steps)), scheduler="reversed")
+    with pytest.raises(Exception) as info:
+        validate(bad, graph)
+    with_handler(monkeypatch, raising(info.value))
+    assert cli_main.main(SCHEDULE) == 2
+    quiet = capsys.readouterr().err
+    assert quiet.count("\n") == 1
+    assert cli_main.main(["-v", *SCHEDULE]) == 2
+    loud = capsys.readouterr().err
+    assert loud.splitlines()[0] == quiet.strip() and "[" in loud and loud.count("\n") > 3

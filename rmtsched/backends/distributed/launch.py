@@ -37,7 +37,7 @@ from rmtsched.backends.distributed.errors import DistributedConfigError, Distrib
 from rmtsched.backends.distributed.job import ModelFactory, RankJob, RankReport
 from rmtsched.backends.distributed.plan import RankPlan, build_plans
 from rmtsched.backends.distributed.result import PipelineResult, summarise
-from rmtsched.sched import CellGraph, Schedule, graph_for_tokens, make_schedule, warmup_graph
+from rmtsched.sched import CellGraph, Schedule, graph_for_tokens, grid_note, make_schedule, warmup_graph
 
 _POLL_S = 0.1
 _KILL_GRACE_S = 2.0
@@ -102,7 +102,12 @@ def run_pipelined(
     ]  # fmt: skip
     blobs = [_pickle_job(job) for job in jobs]
     backend = "nccl" if device == "cuda" else "gloo"
-    reports = _launch(blobs, backend, device, threads_per_proc, timeout_s, start_method)
+    try:
+        reports = _launch(blobs, backend, device, threads_per_proc, timeout_s, start_method)
+    except (DistributedError, DistributedConfigError) as exc:
+        if exc.step is not None and "warm-up" not in str(exc):  # warm-up steps index the warm-up schedule
+            exc.add_note(grid_note(schedule, graph, schedule.steps[exc.step].cells))
+        raise
     return summarise(
         reports,
         schedule,

@@ -68,6 +68,7 @@ def test_a_rank_that_raises_mid_run_ends_every_rank_with_its_step():
     assert (error.kind, error.rank, error.step) == ("raised", 1, step)
     assert f"rank 1 failed at step {step}" in str(error) and "injected failure at cell (3, 2)" in str(error)
     assert "RuntimeError" in error.remote_traceback
+    assert f"[{step}]" in "\n".join(error.__notes__)  # the schedule grid with the failing step's cells marked
     assert elapsed < 20  # the timeout given to run_and_fail
 
 
