@@ -21,6 +21,7 @@ from rmtsched.backends.distributed.plan import RankPlan
 from rmtsched.backends.distributed.sink import SegmentSink
 from rmtsched.backends.protocol import LayerState, RecurrentModel
 from rmtsched.backends.torch.executor import OrderedDelivery, StepRunner
+from rmtsched.backends.torch.timing import synchronize
 from rmtsched.sched import Cell
 
 # progress(step index, phase, peer, cell): called when the rank starts computing a step or blocks on a peer.
@@ -71,6 +72,8 @@ class StageExecutor:
         runner = StepRunner(self.model, inputs)
         delivery = OrderedDelivery(self.model, sink, collect=False)
         link = self.link_factory(self._on_wait) if self.link_factory else None
+        device = getattr(self.model, "device", None)
+        synchronize(device)  # on CUDA, time the GPU work of this pass, not the host's enqueueing of it
         start = time.perf_counter()
         where = "setup"
         try:
@@ -91,6 +94,7 @@ class StageExecutor:
                 link.finish()
         except Exception as exc:
             raise StepFailure(self.plan.rank, self._index if self._index >= 0 else None, where, exc) from exc
+        synchronize(device)
         wall_s = time.perf_counter() - start
         wait_s = link.wait_s if link is not None else 0.0
         times = StageTimes(busy_s=wall_s - wait_s, wait_s=wait_s, wall_s=wall_s)
