@@ -175,6 +175,8 @@ def pipeline_record(result: PipelineResult) -> dict[str, Any]:
         "peak_memory_bytes": max(rank.peak_memory_bytes for rank in result.ranks),
         "peak_memory_kind": "cuda_max_allocated" if result.device == "cuda" else "process_peak_rss",
         "output_sha256": result.output_sha256,
+        "nonfinite_outputs": result.nonfinite_outputs,
+        "saved_outputs": None,
         "bubble_fraction": result.bubble_fraction,
         "ideal_bubble_fraction": result.ideal_bubble_fraction,
         "ranks": [

@@ -81,11 +81,13 @@ def test_text_output_prints_one_busy_line_per_rank(capsys: pytest.CaptureFixture
 
 @pytest.mark.distributed
 @pytest.mark.timeout(120)
-def test_a_failing_rank_is_one_line_naming_the_rank_and_exit_2(tmp_path, capsys) -> None:
+def test_a_bad_checkpoint_is_one_line_and_exit_2_before_any_rank_starts(tmp_path, capsys) -> None:
+    """The launcher reads the checkpoint's spec itself, so an empty directory fails before any process starts
+    (a rank that fails mid-run is named with its step: tests/backends/distributed/test_distributed_faults.py)."""
     args = [*TINY, "--seq-len", "24", "--schedule", "pipelined", "--devices", "2", "--checkpoint", str(tmp_path)]
-    code, out, err = run_cli(args, capsys)  # an empty directory: every rank fails to load its stage
+    code, out, err = run_cli(args, capsys)
     assert code == 2 and out == ""
-    assert len(err.strip().splitlines()) == 1 and re.search(r"rank \d failed", err) and "holds none of" in err
+    assert len(err.strip().splitlines()) == 1 and "holds none of" in err
     assert multiprocessing.active_children() == []
 
 

@@ -55,6 +55,7 @@ class RankReport:
     outputs: dict[int, torch.Tensor] = field(default_factory=dict)
     final_state: dict[str, torch.Tensor] = field(default_factory=dict)
     peak_memory_bytes: int = 0
+    nonfinite_outputs: int = 0  # NaN/inf values in the outputs (last stage only), as a one-process run counts
 
 
 def build_stage_model(factory: ModelFactory, plan: RankPlan, device: torch.device) -> tuple[RecurrentModel, int, bool]:
@@ -147,6 +148,7 @@ def run_job(job: RankJob, device: torch.device, progress: Progress | None = None
         outputs=sink.outputs,
         final_state=state,
         peak_memory_bytes=_peak_memory_bytes(device),
+        nonfinite_outputs=sink.digest.nonfinite if plan.runs_last_layer else 0,
     )
 
 

@@ -48,6 +48,7 @@ class PipelineResult:
     ideal_bubble_fraction: float
     ranks: tuple[RankSummary, ...]
     outputs: list[torch.Tensor] | None = field(default=None, repr=False)
+    nonfinite_outputs: int = 0
     final_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
@@ -89,6 +90,7 @@ def summarise(
         wall_s=statistics.median(makespans),
         wall_s_runs=tuple(makespans),
         output_sha256=last.output_sha256,
+        nonfinite_outputs=last.nonfinite_outputs,
         bubble_fraction=statistics.median(bubbles),
         ideal_bubble_fraction=(num_procs - 1) / (graph.num_segments + num_procs - 1),
         ranks=tuple(
