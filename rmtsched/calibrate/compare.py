@@ -169,12 +169,14 @@ def compare(
     progress: bool = True,
     clock_name: str = "wall",
     matmul: str = "auto",
+    full_attention_baseline: bool = False,
     chunk_tokens: int | None = None,
     trace_dir: Path | str | None = None,
 ) -> Comparison:
-    """Time and simulate ``schedules`` (default: every registered one and the full-attention baseline, chunked
-    by ``chunk_tokens``) of ``spec`` on ``seq_len`` tokens; ``trace_dir`` receives each schedule's measured
-    and simulated Chrome traces (every path checked before anything runs).
+    """Time and simulate ``schedules`` (default: every registered one) of ``spec`` on ``seq_len`` tokens, and
+    the full-attention baseline (chunked by ``chunk_tokens``) when ``full_attention_baseline`` or when
+    ``schedules`` names it; ``trace_dir`` receives each schedule's measured and simulated Chrome traces
+    (every path checked before anything runs).
 
     ``clock_name`` "process" times CPU time instead of wall time (one thread on a shared machine).
     """
@@ -185,7 +187,7 @@ def compare(
         spec = spec.replace(dtype_bytes=target.dtype_bytes)  # cost the model in the dtype it runs in
     graph = graph_for_tokens(spec, seq_len)
     plans = _schedules(graph, schedules, max_width)
-    with_baseline = schedules is None or FULL_ATTENTION in schedules
+    with_baseline = full_attention_baseline or FULL_ATTENTION in (schedules or ())
     paths = trace_paths(trace_dir, list(plans)) if trace_dir is not None else {}
     cost = CostModel(workload_from_spec(spec), hardware)
     simulated: dict[str, SimResult] = {name: simulate(schedule, graph, cost) for name, schedule in plans.items()}

@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     result = compare(
         spec, hardware, config.seq_len, target, schedules=args.schedule, repeat=args.repeat,
         max_width=args.max_width, seed=config.seed, progress=show_progress(args), clock_name=args.clock,
-        matmul=config.gemm, chunk_tokens=args.chunk_tokens, trace_dir=args.trace_dir,
+        matmul=config.gemm, full_attention_baseline=args.schedule is None, chunk_tokens=args.chunk_tokens,
+        trace_dir=args.trace_dir,
     )
     pipeline = None
     if args.devices > 1:
