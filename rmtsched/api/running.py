@@ -83,12 +83,15 @@ def run(
         trace = check_writable(trace, "trace file")
         if in_ranks:
             raise SpecError(f"a trace records the run in this process: got devices={devices} without in_process")
-    # Ranks build their own weights: the parent builds none for a seeded model (a checkpoint's spec needs a load).
-    model = None if in_ranks and config.checkpoint is None else load_config(config)
+    # A checkpoint's spec comes with its weights; a seeded model is checked against the guard before it is built.
+    model = None if config.checkpoint is None else load_config(config)
     spec = seeded_spec(config) if model is None else model.spec
     if config.seq_len is not None:  # before random ids of that length are drawn
         check_fits(_estimate(spec, config.seq_len, config.dtype_name, schedule, chunk_tokens, repeat + warmup),
                    force=force)
+    if model is None and not in_ranks:  # ranks build their own weights: the parent builds none
+        model = load_config(config)
+        spec = model.spec
     token_input = input_of(config, spec)
     seq_len = int(token_input.ids.shape[1])
     check_fits(_estimate(spec, seq_len, config.dtype_name, schedule, chunk_tokens, repeat + warmup), force=force)
