@@ -42,15 +42,10 @@ def check_full_attention_options(schedule: str, *, devices: int, in_process: boo
                             "device, not a schedule of steps")
 
 
-def chunk_size(chunk_tokens: int | None) -> int:
-    """Tokens per prefill chunk: ``chunk_tokens``, or the backend's default."""
-    return DEFAULT_CHUNK_TOKENS if chunk_tokens is None else chunk_tokens
-
-
 def run_full_attention(backend: StackedModel, ids: torch.Tensor, *, chunk_tokens: int | None, threads: int | None,
                        repeat: int, warmup: bool, progress: bool, save_to: Path | None) -> dict[str, Any]:
     """The baseline's part of ``rmtsched run``'s record: its chunks and everything ``measure`` reports."""
-    chunk = chunk_size(chunk_tokens)
+    chunk = DEFAULT_CHUNK_TOKENS if chunk_tokens is None else chunk_tokens
     chunks = -(-int(ids.shape[1]) // chunk)
 
     def timed(outputs: Callable[[int], OutputCallback]) -> Timing:
@@ -63,4 +58,4 @@ def run_full_attention(backend: StackedModel, ids: torch.Tensor, *, chunk_tokens
             "chunks": chunks, **measured}
 
 
-__all__ = ["check_full_attention_options", "chunk_size", "run_full_attention"]
+__all__ = ["check_full_attention_options", "run_full_attention"]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from rmtsched.api.baseline import check_full_attention_options, chunk_size, run_full_attention
+from rmtsched.api.baseline import check_full_attention_options, run_full_attention
 from rmtsched.api.measuring import OutputCallback, measure
 from rmtsched.api.model import (
     Model,
@@ -119,7 +119,7 @@ def run(
 def _estimate(spec: ModelSpec, seq_len: int, dtype: str, schedule: str, chunk_tokens: int | None,
               runs: int) -> Estimate:
     if schedule == FULL_ATTENTION:
-        return full_attention_estimate(spec, seq_len, dtype, chunk_size(chunk_tokens), runs=runs)
+        return full_attention_estimate(spec, seq_len, dtype, chunk_tokens, runs=runs)
     return run_estimate(spec, seq_len, dtype, runs=runs)
 
 

@@ -18,6 +18,7 @@ from rmtsched.sim.study import FULL_ATTENTION
 from rmtsched.specs.guard import check_fits, full_attention_estimate, run_estimate
 from rmtsched.specs.hardware import available_hardware_specs, load_hardware_spec
 from rmtsched.specs.model import load_model_spec
+from rmtsched.specs.run import FULL_ATTENTION_CHUNK_TOKENS
 
 if TYPE_CHECKING:
     from rmtsched.calibrate.compare import Comparison
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"a scheduler to compare, or {FULL_ATTENTION!r} (the baseline: the same LLaMA without "
                              "memory on all N tokens); repeatable; default: every registered one and the baseline")
     parser.add_argument("--chunk-tokens", type=positive_int, default=None,
-                        help=f"tokens per prefill chunk of {FULL_ATTENTION!r} (default 2048)")
+                        help=f"tokens per prefill chunk of {FULL_ATTENTION!r} (default {FULL_ATTENTION_CHUNK_TOKENS})")
     parser.add_argument("--trace-dir", type=Path, default=None, metavar="DIR",
                         help="write DIR/<schedule>.measured.json and DIR/<schedule>.simulated.json, Chrome/Perfetto "
                              "traces of one more run of each schedule and of its simulation, with the same names "
@@ -68,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     check_fits(run_estimate(spec, config.seq_len, target.dtype_name, runs=runs * schedulers, verb="comparing"),
                force=args.force)
     if FULL_ATTENTION in names:
-        check_fits(full_attention_estimate(spec, config.seq_len, target.dtype_name, args.chunk_tokens or 2048,
-                                           runs=runs, verb="comparing"), force=args.force)
+        check_fits(full_attention_estimate(spec, config.seq_len, target.dtype_name, args.chunk_tokens, runs=runs,
+                                           verb="comparing"), force=args.force)
     hardware = load_hardware_spec(args.hardware)
     if args.devices > 1:
         check_pipeline_devices(hardware, args.devices)  # before the single-device runs, not after

@@ -23,6 +23,7 @@ from rmtsched.cli.output import show_progress, to_json
 from rmtsched.cli.provenance import provenance_lines
 from rmtsched.sched import available_schedulers
 from rmtsched.sim.study import FULL_ATTENTION
+from rmtsched.specs.run import FULL_ATTENTION_CHUNK_TOKENS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,8 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"one of {available_schedulers()}, or {FULL_ATTENTION!r}: the baseline, the same LLaMA "
                              "weights without memory on all N tokens (a chunked prefill; not a DAG schedule)")
     parser.add_argument("--chunk-tokens", type=positive_int, default=None,
-                        help=f"tokens per prefill chunk of {FULL_ATTENTION!r} (default 2048: as fast as one pass, "
-                             "activations far below the KV cache)")
+                        help=f"tokens per prefill chunk of {FULL_ATTENTION!r} (default "
+                             f"{FULL_ATTENTION_CHUNK_TOKENS}: as fast as one pass, activations far below the KV cache)")
     parser.add_argument("--devices", type=positive_int, default=1,
                         help="devices P; P > 1 (e.g. --schedule pipelined) starts P local processes, one per device "
                              "(gloo on cpu, NCCL on P GPUs with --device cuda); 1 runs in this process")
