@@ -22,7 +22,8 @@ import torch
 from tqdm import tqdm
 
 from rmtsched.backends.torch import build_model
-from rmtsched.backends.torch.timing import full_attention_call, schedule_calls, time_calls
+from rmtsched.backends.torch.base import StackedModel
+from rmtsched.backends.torch.timing import Clock, Timing, full_attention_call, schedule_calls, time_calls
 from rmtsched.calibrate.device import Target, using_threads
 from rmtsched.calibrate.steps import record_steps, trace_paths, write_traces
 from rmtsched.calibrate.timing import clock
@@ -31,6 +32,7 @@ from rmtsched.sched import CellGraph, Schedule, available_schedulers, graph_for_
 from rmtsched.sim import CostModel, SimResult, simulate, workload_from_spec
 from rmtsched.sim.stepwise import WidthComparison, compare_steps
 from rmtsched.sim.study import FULL_ATTENTION, full_attention
+from rmtsched.sim.trace import StepRecorder
 from rmtsched.specs.hardware import HardwareSpec
 from rmtsched.specs.model import ModelSpec
 
@@ -198,19 +200,9 @@ def compare(
     model = build_model(spec, seed=seed, dtype=target.dtype, device=target.device, matmul=matmul)
     generator = torch.Generator().manual_seed(seed)
     inputs = torch.randint(0, spec.vocab_size, (1, seq_len), generator=generator).to(target.device)
-    with (
-        using_threads(target),
-        tqdm(total=len(predicted) * repeat + len(plans), desc=f"compare {spec.name}", unit="run",
-             disable=not progress, leave=False) as bar,
-    ):
-        calls = schedule_calls(model, inputs, plans)
-        if with_baseline:
-            calls[FULL_ATTENTION] = full_attention_call(model, inputs, chunk_tokens=chunk_tokens)
-        timings = time_calls(calls, repeat=repeat, device=target.device, clock=now, after_each=bar.update)
-        recorders = {}
-        for name, plan in plans.items():
-            recorders[name] = record_steps(model, inputs, plan)
-            bar.update()
+    baseline = {FULL_ATTENTION: chunk_tokens} if with_baseline else {}
+    timings, recorders = _measure(model, inputs, plans, baseline, target, repeat=repeat, clock_fn=now,
+                                  progress=progress)
     rows = []
     for name in predicted:
         by_width = ()
@@ -223,6 +215,28 @@ def compare(
         rows.append(ScheduleComparison(name, steps, predicted[name], timings[name].runs_s, by_width))
     return Comparison(spec, hardware, seq_len, graph, target, tuple(rows),
                       None if trace_dir is None else Path(trace_dir))
+
+
+def _measure(
+    model: StackedModel, inputs: torch.Tensor, plans: dict[str, Schedule], baseline: dict[str, int | None],
+    target: Target, *, repeat: int, clock_fn: Clock, progress: bool,
+) -> tuple[dict[str, Timing], dict[str, StepRecorder]]:
+    """``repeat`` timed runs of every plan and of the baseline (``baseline``: its name -> its chunk, or empty),
+    interleaved, then one run of every plan step by step."""
+    with (
+        using_threads(target),
+        tqdm(total=(len(plans) + len(baseline)) * repeat + len(plans), desc="compare", unit="run",
+             disable=not progress, leave=False) as bar,
+    ):
+        calls = schedule_calls(model, inputs, plans)
+        for name, chunk_tokens in baseline.items():
+            calls[name] = full_attention_call(model, inputs, chunk_tokens=chunk_tokens)
+        timings = time_calls(calls, repeat=repeat, device=target.device, clock=clock_fn, after_each=bar.update)
+        recorders = {}
+        for name, plan in plans.items():
+            recorders[name] = record_steps(model, inputs, plan)
+            bar.update()
+    return timings, recorders
 
 
 __all__ = ["BASELINE", "Comparison", "PredictedVsMeasured", "ScheduleComparison", "compare", "single_device_schedulers"]
