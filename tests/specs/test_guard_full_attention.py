@@ -1,4 +1,4 @@
-"""The size guard on the full-attention baseline: its KV cache and its N^2 work, before anything is built."""
+"""The size guard on the full-attention baseline (its KV cache and N^2 work), and before any seeded model is built."""
 
 from __future__ import annotations
 
@@ -34,3 +34,12 @@ def test_a_run_that_cannot_fit_is_refused_before_its_model_is_built(
                               schedule)
     assert code == 2 and out == ""
     assert "request too" in err and what in err
+
+
+def test_verify_refuses_before_building_a_seeded_model(capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import rmtsched.api.verification as verification
+
+    monkeypatch.setattr(verification, "load_config", lambda *a, **k: pytest.fail("an 8B model was built"))
+    code, out, err = run_main(capsys, "verify", "--model", "armt-llama-8b", "--seq-len", "10000000")
+    assert code == 2 and out == "" and "request too" in err
