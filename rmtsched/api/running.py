@@ -1,41 +1,37 @@
-"""``rmtsched.run``: time a schedule of a model and return the record ``rmtsched run`` prints."""
+"""``rmtsched.run``: time a schedule of a model (or the full-attention baseline) and return the record
+``rmtsched run`` prints; every record carries the run's FLOPs by the cost model and the FLOP/s achieved."""
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm import tqdm
 
+from rmtsched.api.baseline import check_full_attention_options, run_full_attention
+from rmtsched.api.measuring import OutputCallback, measure
 from rmtsched.api.model import (
     Model,
     config_with,
     input_of,
     input_provenance,
     load_config,
-    outputs_of,
     seeded_spec,
     segment_count,
 )
 from rmtsched.backends.torch.models import build_model, parse_dtype
 from rmtsched.backends.torch.params import param_shapes
-from rmtsched.backends.torch.session import (
-    OutputHash,
-    load_model,
-    peak_memory,
-    resolve_device,
-    weight_source_summary,
-)
+from rmtsched.backends.torch.session import load_model, resolve_device, weight_source_summary
 from rmtsched.backends.torch.threads import intra_op_threads
-from rmtsched.backends.torch.timing import time_schedule
-from rmtsched.backends.torch.token_io import save_outputs
-from rmtsched.errors import RunFailure, SpecError
+from rmtsched.backends.torch.timing import Timing, time_schedule
+from rmtsched.calibrate.steps import record_steps
+from rmtsched.errors import SpecError
 from rmtsched.fileio import check_writable
 from rmtsched.sched import Schedule, graph_for_tokens, make_schedule
-from rmtsched.specs.guard import check_fits, run_estimate
+from rmtsched.sim.study import FULL_ATTENTION, run_flops
+from rmtsched.specs.guard import Estimate, check_fits, full_attention_estimate, run_estimate
 from rmtsched.specs.model import ModelSpec, load_model_spec
 from rmtsched.specs.provenance import stamped
 from rmtsched.specs.run import RunConfig
@@ -56,82 +52,107 @@ def run(
     repeat: int = 1,
     warmup: bool = True,
     save_outputs_to: Path | str | None = None,
+    trace: Path | str | None = None,
+    chunk_tokens: int | None = None,
     progress: bool = False,
     force: bool = False,
     **fields: Any,
 ) -> dict[str, Any]:
     """Run ``schedule`` ``repeat`` times and return ``rmtsched run``'s record: median wall time, tokens/s,
-    peak memory, ``output_sha256`` (equal hashes = bit-identical outputs), where the weights and the
-    input came from. ``devices`` > 1 starts one process per device unless ``in_process``.
-    ``save_outputs_to`` writes ``logits`` and ``hidden`` to a safetensors file (path checked first).
-    A request estimated not to fit this machine is refused (``specs.guard``) unless ``force``.
+    achieved FLOP/s (the cost model's FLOPs over the median wall time), peak memory, ``output_sha256``
+    (equal hashes = bit-identical outputs), where the weights and the input came from. ``devices`` > 1
+    starts one process per device unless ``in_process``. ``save_outputs_to`` writes ``logits`` and
+    ``hidden`` to a safetensors file (path checked first). ``trace`` writes a Chrome/Perfetto trace of one
+    more, untimed run, its steps named as in the simulator's trace (path checked first).
+
+    ``schedule="full-attention"`` runs the baseline instead: the same LLaMA weights without memory on all N
+    tokens, ``chunk_tokens`` at a time (``api/baseline.py``). A request estimated not to fit this machine
+    is refused (``specs.guard``) unless ``force``.
     """
     config = config_with(config, fields)
     config.require_input()
+    check_full_attention_options(schedule, devices=devices, in_process=in_process, max_width=max_width,
+                                 chunk_tokens=chunk_tokens, trace=trace)
     resolve_device(config.device, config.dtype_name)  # before anything is built, in this process or the ranks
+    in_ranks = devices > 1 and not in_process
     if save_outputs_to is not None:
         save_outputs_to = check_writable(save_outputs_to, "outputs file")
-        if devices > 1 and not in_process:
+        if in_ranks:
             raise SpecError(f"saving outputs needs the run in this process: got devices={devices} without in_process")
-    in_ranks = devices > 1 and not in_process
-    # Ranks build their own weights: the parent builds none for a seeded model (a checkpoint's spec needs a load).
-    model = None if in_ranks and config.checkpoint is None else load_config(config)
+    if trace is not None:
+        trace = check_writable(trace, "trace file")
+        if in_ranks:
+            raise SpecError(f"a trace records the run in this process: got devices={devices} without in_process")
+    # A checkpoint's spec comes with its weights; a seeded model is checked against the guard before it is built.
+    model = None if config.checkpoint is None else load_config(config)
     spec = seeded_spec(config) if model is None else model.spec
     if config.seq_len is not None:  # before random ids of that length are drawn
-        check_fits(run_estimate(spec, config.seq_len, config.dtype_name, runs=repeat + warmup), force=force)
+        check_fits(_estimate(spec, config.seq_len, config.dtype_name, schedule, chunk_tokens, repeat + warmup),
+                   force=force)
+    if model is None and not in_ranks:  # ranks build their own weights: the parent builds none
+        model = load_config(config)
+        spec = model.spec
     token_input = input_of(config, spec)
     seq_len = int(token_input.ids.shape[1])
-    check_fits(run_estimate(spec, seq_len, config.dtype_name, runs=repeat + warmup), force=force)
-    # Built here in both modes, so a schedule that does not fit (P > layers, ...) fails before anything starts.
-    plan = make_schedule(graph_for_tokens(spec, seq_len), schedule, max_width=max_width, num_devices=devices)
+    check_fits(_estimate(spec, seq_len, config.dtype_name, schedule, chunk_tokens, repeat + warmup), force=force)
     sources = {"seed": sorted(param_shapes(spec))} if model is None else weight_source_summary(model.backend)
     record = {"model": spec.name, "family": spec.family, "layers": spec.num_layers, "seq_len": seq_len,
               "segment_len": spec.segment_len, "dtype": config.dtype_name,
               **input_provenance(config, spec, sources, token_input)}
+    if schedule == FULL_ATTENTION:
+        record.update(run_full_attention(model.backend, token_input.ids, chunk_tokens=chunk_tokens,
+                                         threads=threads_per_process, repeat=repeat, warmup=warmup,
+                                         progress=progress, save_to=save_outputs_to))
+        return _with_flops(record, spec, token_input.ids)
+    # Built here in both modes, so a schedule that does not fit (P > layers, ...) fails before anything starts.
+    plan = make_schedule(graph_for_tokens(spec, seq_len), schedule, max_width=max_width, num_devices=devices)
     if in_ranks:
         del model  # the ranks load their own copies
         record.update(_run_processes(config, spec, token_input.ids, schedule, max_width, devices,
                                      threads_per_process, timeout_s, repeat, warmup))
-        return stamped(record)
-    record.update(_run_here(model, token_input.ids, plan, threads_per_process, repeat, warmup, progress,
-                            save_outputs_to))
+    else:
+        record.update(_run_here(model, token_input.ids, plan, threads_per_process, repeat, warmup, progress,
+                                save_outputs_to, trace))
+    return _with_flops(record, spec, token_input.ids)
+
+
+def _estimate(spec: ModelSpec, seq_len: int, dtype: str, schedule: str, chunk_tokens: int | None,
+              runs: int) -> Estimate:
+    if schedule == FULL_ATTENTION:
+        return full_attention_estimate(spec, seq_len, dtype, chunk_tokens, runs=runs)
+    return run_estimate(spec, seq_len, dtype, runs=runs)
+
+
+def _with_flops(record: dict[str, Any], spec: ModelSpec, ids: torch.Tensor) -> dict[str, Any]:
+    """The record, stamped, with the cost model's FLOPs of the run (``sim.study.run_flops``) and the rate the
+    median run achieved (``flops / wall_s``): how near the machine's GEMM rate the executor gets."""
+    batch, seq_len = ids.shape
+    flops = run_flops(spec, int(seq_len), full_attention=record["schedule"] == FULL_ATTENTION,
+                      batch_size=int(batch))
+    record.update(flops=flops, achieved_flops_per_s=flops / record["wall_s"])
     return stamped(record)
 
 
 def _run_here(model: Model, ids: torch.Tensor, plan: Schedule, threads: int | None, repeat: int, warmup: bool,
-              progress: bool, save_to: Path | None) -> dict[str, Any]:
-    """Every step in this process: timed by ``time_schedule``, each run hashed, outputs kept only to save."""
-    backend, seq_len = model.backend, int(ids.shape[1])
-    digests = [OutputHash() for _ in range(repeat)]
-    kept: list[torch.Tensor] = []
-    bar = tqdm(total=repeat * segment_count(backend, seq_len), desc="run", unit="seg",
-               file=sys.stderr, delay=2.0, leave=False, disable=not progress)
+              progress: bool, save_to: Path | None, trace: Path | None) -> dict[str, Any]:
+    """Every step in this process: timed by ``time_schedule``, each run hashed, outputs kept only to save;
+    then, if asked, one more run traced step by step."""
+    backend = model.backend
 
-    def on_output(index: int, segment: int, output: torch.Tensor) -> None:
-        digests[index](segment, output)
-        if index == 0 and save_to is not None:
-            kept.append(output)
-        bar.update(1)
+    def timed(outputs: Callable[[int], OutputCallback]) -> Timing:
+        runs = time_schedule(backend, ids, {plan.scheduler: plan}, repeat=repeat, warmup=warmup,
+                             outputs=lambda name, index: outputs(index))
+        return runs[plan.scheduler]
 
-    with bar, intra_op_threads(threads) as used_threads:
-        timing = time_schedule(backend, ids, {plan.scheduler: plan}, repeat=repeat, warmup=warmup,
-                               outputs=lambda name, index: partial(on_output, index))[plan.scheduler]
-    hashes = sorted({digest.hexdigest() for digest in digests})
-    if len(hashes) != 1:
-        raise RunFailure(f"repeated runs gave different outputs (hashes {hashes})")
-    if save_to is not None:
-        outputs = outputs_of(backend, kept)
-        save_outputs(save_to, outputs.logits, outputs.hidden)
-    wall = timing.median_s
-    peak_bytes, peak_kind = peak_memory(backend.device)
-    return {
-        "segments": segment_count(backend, seq_len), "schedule": plan.scheduler, "steps": plan.num_steps,
-        "devices": plan.num_devices, "processes": 1, "threads_per_process": used_threads,
-        "device": backend.device.type, "repeat": repeat, "wall_s": wall, "wall_s_all": list(timing.runs_s),
-        "tokens_per_s": seq_len * int(ids.shape[0]) / wall, "peak_memory_bytes": peak_bytes,
-        "peak_memory_kind": peak_kind, "output_sha256": hashes[0], "nonfinite_outputs": digests[0].nonfinite,
-        "saved_outputs": None if save_to is None else str(save_to),
-    }  # fmt: skip
+    segments = segment_count(backend, int(ids.shape[1]))
+    measured = measure(backend, ids, timed, outputs_per_run=segments, threads=threads, repeat=repeat,
+                       progress=progress, save_to=save_to)
+    if trace is not None:
+        with intra_op_threads(threads):
+            recorder = record_steps(backend, ids, plan)
+        recorder.write(plan, trace, name=f"rmtsched run: {model.spec.name} {plan.scheduler}, {ids.shape[1]:,} tokens")
+    return {"segments": segments, "schedule": plan.scheduler, "steps": plan.num_steps, "devices": plan.num_devices,
+            **measured, "trace": None if trace is None else str(trace)}
 
 
 def _run_processes(config: RunConfig, spec: ModelSpec, ids: torch.Tensor, schedule: str, max_width: int | None,

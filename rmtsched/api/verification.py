@@ -15,6 +15,7 @@ from rmtsched.api.model import (
     input_provenance,
     load_config,
     outputs_of,
+    seeded_spec,
 )
 from rmtsched.backends.torch.executor import ExecutionResult, execute
 from rmtsched.backends.torch.session import (
@@ -50,6 +51,8 @@ def verify(
         save_outputs_to = check_writable(save_outputs_to, "outputs file")
     if tolerance is not None and not (tolerance >= 0 and math.isfinite(tolerance)):
         raise SpecError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
+    if config.checkpoint is None and config.seq_len is not None:  # a seeded model: checked before it is built
+        check_fits(_verify_estimate(seeded_spec(config), config.seq_len, config.dtype_name), force=force)
     model = load_config(config)
     if config.seq_len is not None:  # before random ids of that length are drawn
         check_fits(_verify_estimate(model.spec, config.seq_len, config.dtype_name), force=force)

@@ -1,4 +1,6 @@
-"""``rmtsched compare``: every schedule on the real backend and in the simulator, side by side.
+"""``rmtsched compare``: every schedule and the full-attention baseline on the real backend and in the
+simulator, side by side: makespans, speedups over sequential and over full attention, and per step width
+the predicted against the measured step times (``--trace-dir`` writes both traces of each schedule).
 
 torch and the backend are imported inside the handler, so ``rmtsched --help`` stays instant.
 """
@@ -6,14 +8,17 @@ torch and the backend are imported inside the handler, so ``rmtsched --help`` st
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rmtsched.cli.args import add_run_arguments, positive_int, run_config
 from rmtsched.cli.output import show_progress, to_json
 from rmtsched.sched import available_schedulers
-from rmtsched.specs.guard import check_fits, run_estimate
+from rmtsched.sim.study import FULL_ATTENTION
+from rmtsched.specs.guard import check_fits, full_attention_estimate, run_estimate
 from rmtsched.specs.hardware import available_hardware_specs, load_hardware_spec
 from rmtsched.specs.model import load_model_spec
+from rmtsched.specs.run import FULL_ATTENTION_CHUNK_TOKENS
 
 if TYPE_CHECKING:
     from rmtsched.calibrate.compare import Comparison
@@ -30,7 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"a JSON hardware spec (from calibrate) or one of {available_hardware_specs()}",
     )
     parser.add_argument("--schedule", action="append", default=None,
-                        help="a scheduler to compare (repeatable; default: every registered one)")
+                        help=f"a scheduler to compare, or {FULL_ATTENTION!r} (the baseline: the same LLaMA without "
+                             "memory on all N tokens); repeatable; default: every registered one and the baseline")
+    parser.add_argument("--chunk-tokens", type=positive_int, default=None,
+                        help=f"tokens per prefill chunk of {FULL_ATTENTION!r} (default {FULL_ATTENTION_CHUNK_TOKENS})")
+    parser.add_argument("--trace-dir", type=Path, default=None, metavar="DIR",
+                        help="write DIR/<schedule>.measured.json and DIR/<schedule>.simulated.json, Chrome/Perfetto "
+                             "traces of one more run of each schedule and of its simulation, with the same names "
+                             "(DIR is created if missing; every path is checked before the runs)")
     parser.add_argument("--max-width", type=positive_int, default=None, help="cap on cells per step")
     parser.add_argument("--devices", type=positive_int, default=1,
                         help="also run the pipelined schedule on this many processes (distributed backend) "
@@ -51,15 +63,22 @@ def run(args: argparse.Namespace) -> int:
     config = run_config(args)
     target = resolve_target(config.device, config.dtype, args.threads)
     spec = load_model_spec(config.model).replace(**config.spec_overrides)
-    runs = (args.repeat + 1) * (len(args.schedule or available_schedulers()) + (args.devices > 1))
-    check_fits(run_estimate(spec, config.seq_len, target.dtype_name, runs=runs, verb="comparing"), force=args.force)
+    names = args.schedule or [*available_schedulers(), FULL_ATTENTION]
+    schedulers = len([name for name in names if name != FULL_ATTENTION]) + (args.devices > 1)
+    runs = args.repeat + 2  # the warm-up, the timed runs and the step-by-step one
+    check_fits(run_estimate(spec, config.seq_len, target.dtype_name, runs=runs * schedulers, verb="comparing"),
+               force=args.force)
+    if FULL_ATTENTION in names:
+        check_fits(full_attention_estimate(spec, config.seq_len, target.dtype_name, args.chunk_tokens, runs=runs,
+                                           verb="comparing"), force=args.force)
     hardware = load_hardware_spec(args.hardware)
     if args.devices > 1:
         check_pipeline_devices(hardware, args.devices)  # before the single-device runs, not after
     result = compare(
         spec, hardware, config.seq_len, target, schedules=args.schedule, repeat=args.repeat,
         max_width=args.max_width, seed=config.seed, progress=show_progress(args), clock_name=args.clock,
-        matmul=config.gemm,
+        matmul=config.gemm, full_attention_baseline=args.schedule is None, chunk_tokens=args.chunk_tokens,
+        trace_dir=args.trace_dir,
     )
     pipeline = None
     if args.devices > 1:
@@ -93,7 +112,8 @@ def _time(seconds: float) -> str:
 
 
 def format_comparison(result: Comparison) -> str:
-    """A header, one row per schedule, the speedup line and the median error."""
+    """A header, one row per schedule and the baseline, the speedup lines, the median error, and the
+    per-step errors by step width."""
     from rmtsched.calibrate.compare import BASELINE
 
     spec, graph, target = result.spec, result.graph, result.target
@@ -115,11 +135,29 @@ def format_comparison(result: Comparison) -> str:
     lines = [header, "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     diagonal = result.row("diagonal")
-    if diagonal is not None and result.row(BASELINE) is not None:
-        predicted, measured = result.speedups(diagonal)
-        lines.append(
-            f"diagonal vs sequential: predicted {predicted:.2f}x, measured {measured:.2f}x "
-            f"({100 * (predicted / measured - 1):+.1f}%)"
-        )
+    for baseline, label in ((BASELINE, "sequential"), (FULL_ATTENTION, "full attention")):
+        if diagonal is not None and result.row(baseline) is not None:
+            predicted, measured = result.speedups(diagonal, baseline)
+            lines.append(
+                f"diagonal vs {label}: predicted {predicted:.2f}x, measured {measured:.2f}x "
+                f"({100 * (predicted / measured - 1):+.1f}%)"
+            )
     lines.append(f"median |error| over schedules: {100 * result.median_abs_rel_error:.1f}%")
+    lines += _step_lines(result)
     return "\n".join(lines)
+
+
+def _step_lines(result: Comparison) -> list[str]:
+    """Per schedule, each step width: its steps and the median and worst error of one step's time."""
+    rows = [row for row in result.rows if row.by_width]
+    if not rows:
+        return []
+    lines = ["per step width, predicted / measured - 1 of one step (median, worst):"]
+    for row in rows:
+        widths = ", ".join(f"w={w.width} x{w.steps} {100 * w.median_error:+.0f}% ({100 * w.worst_error:+.0f}%)"
+                           for w in row.by_width)
+        lines.append(f"  {row.schedule}: {widths}")
+    if result.trace_dir is not None:
+        lines.append(f"traces: {result.trace_dir}/<schedule>.measured.json and .simulated.json (open both in "
+                     "ui.perfetto.dev)")
+    return lines

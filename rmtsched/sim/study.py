@@ -16,9 +16,13 @@ from rmtsched.sim.analytic import analytic_simulate, available_closed_forms
 from rmtsched.sim.cost import CostModel
 from rmtsched.sim.engine import simulate
 from rmtsched.sim.result import SimResult
-from rmtsched.sim.workload import full_attention_workload, with_batch, workload_from_spec
+from rmtsched.sim.workload import Workload, full_attention_workload, with_batch, workload_from_spec
+from rmtsched.specs.armt_cost import total_flops
 from rmtsched.specs.hardware import HardwareSpec
 from rmtsched.specs.model import ModelSpec
+
+# The baseline's name wherever it stands beside the schedulers (simulate, run, compare); it is no scheduler.
+FULL_ATTENTION = "full-attention"
 
 
 def _run_des(name: str, graph: CellGraph, cost: CostModel, options: SchedulerOptions) -> SimResult:
@@ -129,20 +133,43 @@ def run_study(
     return Study(spec, hardware, seq_len, graph, engine, max_width, tuple(runs), baseline, batch_size)
 
 
+def full_attention_problem(spec: ModelSpec, seq_len: int, batch_size: int = 1) -> tuple[Workload, CellGraph]:
+    """The baseline as the simulator sees it: the LLaMA without memory, one cell per layer on all N tokens."""
+    workload = with_batch(full_attention_workload(spec, seq_len), batch_size)
+    return workload, CellGraph(spec.num_layers, (seq_len,), "layer_local")
+
+
 def full_attention(spec: ModelSpec, hardware: HardwareSpec, seq_len: int, batch_size: int = 1) -> StudyRun:
     """The same LLaMA without memory on all ``seq_len`` tokens on one device: L layer steps in a row."""
-    workload = with_batch(full_attention_workload(spec, seq_len), batch_size)
-    graph = CellGraph(spec.num_layers, (seq_len,), "layer_local")
+    workload, graph = full_attention_problem(spec, seq_len, batch_size)
     result = analytic_simulate("sequential", graph, CostModel(workload, hardware))
-    return StudyRun("full-attention", result, result.max_peak_memory_bytes <= hardware.memory_bytes)
+    return StudyRun(FULL_ATTENTION, result, result.max_peak_memory_bytes <= hardware.memory_bytes)
+
+
+def graph_flops(workload: Workload, graph: CellGraph) -> float:
+    """FLOPs of every cell of ``graph`` as ``workload`` counts them (every layer runs the same kernels)."""
+    per_segment = {tokens: total_flops(workload.cell_kernels(tokens)) for tokens in set(graph.segment_tokens)}
+    return graph.num_layers * sum(per_segment[tokens] for tokens in graph.segment_tokens)
+
+
+def run_flops(spec: ModelSpec, seq_len: int, *, full_attention: bool = False, batch_size: int = 1) -> float:
+    """The work of one pass over ``seq_len`` tokens by the cost model: every ARMT/RMT cell of the segmented
+    input, or (``full_attention``) the baseline's L layers on all N tokens. LM head and embedding excluded."""
+    if full_attention:
+        return graph_flops(*full_attention_problem(spec, seq_len, batch_size))
+    return graph_flops(with_batch(workload_from_spec(spec), batch_size), graph_for_tokens(spec, seq_len))
 
 
 __all__ = [
     "ENGINES",
+    "FULL_ATTENTION",
     "Study",
     "StudyRun",
     "accepts_devices",
     "full_attention",
+    "full_attention_problem",
+    "graph_flops",
+    "run_flops",
     "run_study",
     "schedules_for",
 ]

@@ -17,8 +17,9 @@ import os
 from dataclasses import dataclass
 
 from rmtsched.errors import RmtschedError
-from rmtsched.specs.armt_cost import armt_cell_kernels, total_flops
+from rmtsched.specs.armt_cost import armt_cell_kernels, full_attention_layer_kernels, total_flops
 from rmtsched.specs.model import ModelSpec
+from rmtsched.specs.run import FULL_ATTENTION_CHUNK_TOKENS
 
 # Measured on the project's 2-core machine (Python 3.11, `rmtsched simulate` of armt-small on 4,194,304
 # tokens = 1M cells): peak RSS 0.24 GB (diagonal) and 0.52 GB (sequential, or all three schedules: they
@@ -92,6 +93,26 @@ def run_estimate(
     return Estimate(what, cells, memory, seconds)
 
 
+def full_attention_estimate(
+    spec: ModelSpec, seq_len: int, dtype: str, chunk_tokens: int | None = None, *, runs: int = 1,
+    verb: str = "running",
+) -> Estimate:
+    """``runs`` passes of the full-attention baseline (``spec``'s LLaMA without memory) over ``seq_len`` tokens,
+    ``chunk_tokens`` at a time: the KV cache of every layer, one chunk's activations and its attention scores
+    against the whole cache (an unfused attention holds them), and the N^2 work. "Cells" are layer x chunk;
+``chunk_tokens`` None is the baseline's default chunk."""
+    what = f"{verb} {spec.name} with full attention on {seq_len:,} tokens"
+    if dtype not in DTYPE_BYTES:
+        raise RmtschedError(f"unknown dtype {dtype!r}: expected one of {sorted(DTYPE_BYTES)}")
+    b = DTYPE_BYTES[dtype]
+    chunk = min(FULL_ATTENTION_CHUNK_TOKENS if chunk_tokens is None else chunk_tokens, seq_len)
+    cache = 2 * spec.num_layers * seq_len * spec.kv_dim * b
+    activations = chunk * (6 * spec.d_model + 3 * spec.mlp_dim + spec.num_heads * seq_len) * b
+    memory = BACKEND_BYTES + model_bytes(spec, b) + cache + activations + 8 * seq_len
+    flops = spec.num_layers * total_flops(full_attention_layer_kernels(spec, seq_len))
+    return Estimate(what, spec.num_layers * math.ceil(seq_len / chunk), memory, runs * flops / BACKEND_FLOPS_PER_S)
+
+
 def available_memory_bytes() -> float | None:
     """Memory a new allocation can get now: MemAvailable on Linux, else physical memory, else None."""
     try:
@@ -141,5 +162,5 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.2g} s"
 
 
-__all__ = ["Estimate", "RequestTooLarge", "available_memory_bytes", "check_fits", "grid_estimate", "model_bytes",
-           "run_estimate"]
+__all__ = ["Estimate", "RequestTooLarge", "available_memory_bytes", "check_fits", "full_attention_estimate",
+           "grid_estimate", "model_bytes", "run_estimate"]

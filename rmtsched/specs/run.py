@@ -23,6 +23,8 @@ DTYPE_NAMES = ("fp32", "fp64", "bf16", "fp16")
 GEMM_MODES = ("auto", "rows", "batched")
 # How to fill weights a checkpoint lacks: "seed" draws ARMT memory weights for a plain LLaMA checkpoint.
 INIT_MEMORY = ("seed",)
+# Tokens per chunk of the full-attention baseline's prefill (why this size: backends/torch/full_attention.py).
+FULL_ATTENTION_CHUNK_TOKENS = 2048
 # Spec fields a run may change without changing the weights' meaning (passed to the loader as overrides).
 SPEC_OVERRIDES = ("segment_len", "mem_tokens", "armt_variant")
 
@@ -120,4 +122,5 @@ class RunConfig:
         return {key: str(value) if isinstance(value, Path) else value for key, value in fields.items()}
 
 
-__all__ = ["DEVICE_DTYPES", "DTYPE_NAMES", "GEMM_MODES", "INIT_MEMORY", "SPEC_OVERRIDES", "RunConfig"]
+__all__ = ["DEVICE_DTYPES", "DTYPE_NAMES", "FULL_ATTENTION_CHUNK_TOKENS", "GEMM_MODES", "INIT_MEMORY", "SPEC_OVERRIDES",
+           "RunConfig"]

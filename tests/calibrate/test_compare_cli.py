@@ -13,7 +13,8 @@ from rmtsched.specs.hardware import load_hardware_spec
 
 KEYS = {"schedule", "predicted_s", "measured_s", "rel_error", "predicted_speedup_vs_sequential",
         "measured_speedup_vs_sequential", "speedup_rel_error", "steps", "model", "hardware", "device"}
-TINY = ["--model", "armt-tiny", "--seq-len", "200", "--hardware", "cpu-generic", "--repeat", "1", "--no-progress"]
+TINY = ["--model", "armt-tiny", "--seq-len", "200", "--hardware", "cpu-generic", "--repeat", "1", "--no-progress",
+        "--threads", "1"]
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -90,3 +91,64 @@ def test_too_many_pipeline_devices_fail_before_any_run(capsys, tmp_path, monkeyp
                              "--devices", "2")
     assert code == 2 and out == ""
     assert "has 1 devices, asked for 2" in err and "--threads" in err
+
+
+def test_the_baseline_is_a_row_and_diagonal_is_compared_with_it(capsys) -> None:
+    code, out, _ = run_cli(capsys, *TINY, "--json")
+    assert code == 0
+    records = {r["schedule"]: r for r in json.loads(out)}
+    baseline, diagonal = records["full-attention"], records["diagonal"]
+    assert baseline["steps"] == 4 and baseline["predicted_s"] > 0 and baseline["measured_s"] > 0
+    assert baseline["steps_by_width"] == [] and baseline["measured_speedup_vs_full_attention"] == 1.0
+    assert diagonal["predicted_speedup_vs_full_attention"] == pytest.approx(
+        baseline["predicted_s"] / diagonal["predicted_s"])
+    assert diagonal["measured_speedup_vs_full_attention"] == pytest.approx(
+        baseline["measured_s"] / diagonal["measured_s"])
+
+
+def test_steps_are_compared_per_width(capsys) -> None:
+    code, out, _ = run_cli(capsys, *TINY, "--schedule", "sequential", "--schedule", "diagonal",
+                           "--json")
+    assert code == 0
+    sequential, diagonal = json.loads(out)
+    assert [(w["width"], w["steps"]) for w in sequential["steps_by_width"]] == [(1, 16)]
+    # 4 layers x 4 segments: widths 1, 2, 3 twice each (ramp up and down), 4 once.
+    assert [(w["width"], w["steps"]) for w in diagonal["steps_by_width"]] == [(1, 2), (2, 2), (3, 2), (4, 1)]
+    for width in diagonal["steps_by_width"]:
+        assert width["predicted_median_s"] > 0 and width["measured_median_s"] > 0
+        assert abs(width["worst_error"]) >= abs(width["median_error"])
+
+
+def test_the_table_has_the_baseline_and_the_step_errors(capsys) -> None:
+    code, out, _ = run_cli(capsys, *TINY, "--schedule", "diagonal", "--schedule", "full-attention")
+    assert code == 0
+    assert "diagonal vs full attention: predicted" in out and "diagonal vs sequential" not in out
+    assert "full-attention  4 " in out
+    assert "per step width" in out and "  diagonal: w=1 x2 " in out
+
+
+def test_trace_dir_holds_the_measured_and_simulated_trace_of_each_schedule(capsys, tmp_path) -> None:
+    trace_dir = tmp_path / "traces"
+    code, _, err = run_cli(capsys, *TINY, "--schedule", "sequential", "--schedule", "diagonal",
+                           "--schedule", "full-attention", "--trace-dir", str(trace_dir))
+    assert code == 0, err
+    assert sorted(p.name for p in trace_dir.iterdir()) == [
+        "diagonal.measured.json", "diagonal.simulated.json", "sequential.measured.json", "sequential.simulated.json"]
+    for schedule in ("sequential", "diagonal"):
+        names = [
+            [e["name"] for e in json.loads((trace_dir / f"{schedule}.{kind}.json").read_text())["traceEvents"]
+             if e.get("cat") in ("step", "cell")]
+            for kind in ("measured", "simulated")
+        ]
+        assert names[0] == names[1] and len(names[0]) > 0
+
+
+def test_a_bad_trace_dir_fails_before_any_run(capsys, tmp_path, monkeypatch) -> None:
+    compare_module = importlib.import_module("rmtsched.calibrate.compare")
+    monkeypatch.setattr(compare_module, "build_model", lambda *a, **k: pytest.fail("a model was built"))
+    code, out, err = run_cli(capsys, *TINY, "--trace-dir", str(tmp_path / "missing" / "traces"))
+    assert code == 2 and out == ""
+    assert "trace directory" in err and "does not exist" in err
+    (tmp_path / "file").write_text("")
+    code, _, err = run_cli(capsys, *TINY, "--trace-dir", str(tmp_path / "file"))
+    assert code == 2 and "is a file: expected a directory" in err

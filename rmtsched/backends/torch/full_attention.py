@@ -17,11 +17,12 @@ import torch
 from rmtsched.backends.torch.base import StackedModel
 from rmtsched.backends.torch.kv_cache import KVCache, cached_layers
 from rmtsched.errors import RmtschedError
+from rmtsched.specs.run import FULL_ATTENTION_CHUNK_TOKENS
 
 # Default chunk: large enough to run as fast as one pass (armt-small, 4,096 tokens, 1 thread on this CPU:
 # chunks of 64 tokens took 1.5x as long as one pass, chunks of 1,024 the same), small enough that a chunk's
 # activations (chunk x MLP width) stay far below the KV cache of a long input, even for 1B models.
-DEFAULT_CHUNK_TOKENS = 2048
+DEFAULT_CHUNK_TOKENS = FULL_ATTENTION_CHUNK_TOKENS  # defined torch-free, for the CLI's help and the size guard
 
 ChunkCallback = Callable[[int, torch.Tensor], None]
 

@@ -1,5 +1,8 @@
 """Timing schedules on the backend: the one loop behind ``rmtsched run``, ``compare`` and the benchmarks.
 
+``schedule_calls`` and ``full_attention_call`` turn schedules and the full-attention baseline into calls
+that ``time_calls`` times side by side (``time_schedule`` is both steps for schedules alone).
+
 ``time_schedule`` validates each schedule once, warms up on a short prefix (untimed), then times
 ``repeat`` runs of every schedule, the schedules taking turns (the starting one rotating each round, so
 drift in a shared machine's load hits them alike), each run bracketed by a device synchronisation (CUDA
@@ -12,10 +15,13 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from rmtsched.backends.protocol import RecurrentModel
+from rmtsched.backends.torch.base import StackedModel
+from rmtsched.backends.torch.full_attention import DEFAULT_CHUNK_TOKENS, ChunkCallback, full_attention_forward
 from rmtsched.sched import Schedule, make_schedule, warmup_graph
 from rmtsched.sched import validate as validate_schedule
 
@@ -85,23 +91,19 @@ def warm_up(model: RecurrentModel, inputs: torch.Tensor, schedule: Schedule) -> 
     execute(model, prefix, make_schedule(graph, schedule.scheduler, **options), collect_outputs=False)
 
 
-def time_schedule(
+def schedule_calls(
     model: RecurrentModel,
     inputs: torch.Tensor,
     schedules: Mapping[str, Schedule],
     *,
-    repeat: int = 1,
     warmup: bool = True,
-    clock: Clock = time.perf_counter,
     outputs: OutputsOf | None = None,
-    after_each: Callable[[], None] | None = None,
-) -> dict[str, Timing]:
-    """Time each of ``schedules`` on ``model`` over ``inputs`` (token ids ``[B, N]`` or embeddings).
+) -> dict[str, Callable[[int], None]]:
+    """One call per schedule, ready for ``time_calls``: ``call(index)`` runs the schedule on ``inputs``.
 
-    Every schedule is validated once up front; the timed runs skip validation (the simulator does not
-    model it either). ``warmup`` first runs each scheduler on a short prefix, untimed. ``outputs(name,
-    index)`` gives run ``index`` of ``name`` its segment-output callback (hashing, collecting); nothing
-    else is kept. Returns each schedule's timed runs.
+    Every schedule is validated once here; the calls skip validation (the simulator does not model it
+    either). ``warmup`` first runs each scheduler on a short prefix, untimed. ``outputs(name, index)``
+    gives run ``index`` of ``name`` its segment-output callback (hashing, collecting); nothing else is kept.
     """
     from rmtsched.backends.torch.executor import execute, model_graph  # here: the executor imports synchronize
 
@@ -116,8 +118,48 @@ def time_schedule(
         callback = outputs(name, index) if outputs is not None else None
         execute(model, inputs, schedules[name], validate=False, on_segment_output=callback, collect_outputs=False)
 
-    calls = {name: (lambda index, name=name: call(name, index)) for name in schedules}
+    return {name: partial(call, name) for name in schedules}
+
+
+def full_attention_call(
+    model: StackedModel,
+    inputs: torch.Tensor,
+    *,
+    chunk_tokens: int | None = None,
+    warmup: bool = True,
+    outputs: Callable[[int], ChunkCallback | None] | None = None,
+) -> Callable[[int], None]:
+    """The full-attention baseline as a call for ``time_calls``: ``call(index)`` runs it on all of ``inputs``.
+
+    ``warmup`` first runs it, untimed, on the first chunk (the chunk shape every later chunk repeats);
+    ``outputs(index)`` gives run ``index`` its chunk-output callback.
+    """
+    chunk = DEFAULT_CHUNK_TOKENS if chunk_tokens is None else chunk_tokens
+    if warmup:
+        full_attention_forward(model, inputs[:, :chunk], chunk_tokens=chunk)
+
+    def call(index: int) -> None:
+        full_attention_forward(model, inputs, chunk_tokens=chunk, on_output=outputs(index) if outputs else None)
+
+    return call
+
+
+def time_schedule(
+    model: RecurrentModel,
+    inputs: torch.Tensor,
+    schedules: Mapping[str, Schedule],
+    *,
+    repeat: int = 1,
+    warmup: bool = True,
+    clock: Clock = time.perf_counter,
+    outputs: OutputsOf | None = None,
+    after_each: Callable[[], None] | None = None,
+) -> dict[str, Timing]:
+    """Time each of ``schedules`` on ``model`` over ``inputs`` (token ids ``[B, N]`` or embeddings):
+    ``schedule_calls`` (validated once, warmed up unless ``warmup`` is False) timed by ``time_calls``.
+    Returns each schedule's timed runs."""
+    calls = schedule_calls(model, inputs, schedules, warmup=warmup, outputs=outputs)
     return time_calls(calls, repeat=repeat, device=getattr(model, "device", None), clock=clock, after_each=after_each)
 
 
-__all__ = ["Timing", "synchronize", "time_calls", "time_schedule", "warm_up"]
+__all__ = ["Timing", "full_attention_call", "schedule_calls", "synchronize", "time_calls", "time_schedule", "warm_up"]
