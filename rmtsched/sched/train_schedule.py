@@ -1,0 +1,128 @@
+"""The training schedule IR: an ordered list of one-phase steps (forward, recompute or backward cells).
+
+A step runs cells of one phase together on one device (one batched call per weight, as a forward step
+does). Cells that have an R step are recomputed: their forward activations are dropped after F and rebuilt
+by R before B. Plain, immutable data with a JSON form, like ``Schedule``; ``validate_train`` checks it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rmtsched.errors import ScheduleError
+from rmtsched.sched.dag import Cell
+from rmtsched.sched.schedule import _parse_cell, _parse_list
+from rmtsched.sched.train_dag import Phase, TrainCell
+
+
+@dataclass(frozen=True, slots=True)
+class TrainStep:
+    """Cells of one phase that run together in one batched call."""
+
+    phase: Phase
+    cells: tuple[Cell, ...]
+
+    @property
+    def width(self) -> int:
+        return len(self.cells)
+
+    def nodes(self) -> Iterator[TrainCell]:
+        for cell in self.cells:
+            yield TrainCell(self.phase, *cell)
+
+
+@dataclass(frozen=True)
+class TrainSchedule:
+    """Forward, recompute and backward steps in issue order, on one device."""
+
+    steps: tuple[TrainStep, ...]
+    scheduler: str = "custom"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.steps)
+
+    @property
+    def max_width(self) -> int:
+        return max((step.width for step in self.steps), default=0)
+
+    @property
+    def recomputed(self) -> frozenset[Cell]:
+        """The cells whose activations are rebuilt by an R step instead of kept from F."""
+        return frozenset(cell for step in self.steps if step.phase is Phase.RECOMPUTE for cell in step.cells)
+
+    def held_activations(self) -> list[int]:
+        """Cells whose forward activations are held after each step (kept from F or rebuilt by R, until B).
+
+        A B step still reads what its cells hold, so they count during that step and are freed after it.
+        """
+        recomputed = self.recomputed
+        held, counts = 0, []
+        for step in self.steps:
+            if step.phase is Phase.BACKWARD:
+                counts.append(held)
+                held -= step.width
+                continue
+            held += sum(1 for cell in step.cells if step.phase is Phase.RECOMPUTE or cell not in recomputed)
+            counts.append(held)
+        return counts
+
+    def phase_steps(self, phase: Phase) -> list[tuple[int, TrainStep]]:
+        """``(step index, step)`` for the steps of ``phase``, in order."""
+        return [(index, step) for index, step in enumerate(self.steps) if step.phase is phase]
+
+    # -- JSON ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "train",
+            "scheduler": self.scheduler,
+            "num_steps": self.num_steps,
+            "options": dict(self.options),
+            "steps": [
+                {"phase": step.phase.value, "cells": [[cell.layer, cell.segment] for cell in step.cells]}
+                for step in self.steps
+            ],
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainSchedule:
+        """Parse a training schedule; every malformed field raises ``ScheduleError`` naming it."""
+        if not isinstance(data, Mapping) or "steps" not in data:
+            raise ScheduleError("a training schedule must be a JSON object with a 'steps' list")
+        if data.get("kind", "train") != "train":
+            raise ScheduleError(f"kind: expected 'train' for a training schedule, got {data['kind']!r}")
+        steps = tuple(_parse_step(raw, f"steps[{i}]") for i, raw in enumerate(_parse_list(data["steps"], "steps")))
+        options = data.get("options", {})
+        if not isinstance(options, Mapping):
+            raise ScheduleError(f"options: expected a JSON object, got {options!r}")
+        return cls(steps, str(data.get("scheduler", "custom")), dict(options))
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainSchedule:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ScheduleError(f"training schedule is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+
+def _parse_step(raw: Any, where: str) -> TrainStep:
+    if not isinstance(raw, Mapping) or not {"phase", "cells"} <= raw.keys():
+        raise ScheduleError(f"{where}: expected an object with 'phase' and 'cells', got {raw!r}")
+    try:
+        phase = Phase(raw["phase"])
+    except ValueError:
+        expected = [phase.value for phase in Phase]
+        raise ScheduleError(f"{where}.phase: expected one of {expected}, got {raw['phase']!r}") from None
+    cells = tuple(_parse_cell(cell, f"{where}.cells") for cell in _parse_list(raw["cells"], f"{where}.cells"))
+    return TrainStep(phase, cells)
+
+
+__all__ = ["TrainSchedule", "TrainStep"]
