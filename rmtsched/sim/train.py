@@ -1,0 +1,129 @@
+"""Cost of a training schedule on one device: step times, activation memory over time, and its peak.
+
+A forward or recompute step costs what the forward step of the same cells costs (``CostModel.step_profile``);
+a backward step costs ``backward_factor`` times that (about 2: the gradients of the inputs and of the
+weights are each a product the size of the forward one). Steps run back to back. Memory is the resident
+part (weights, their gradients, the recurrent states, embeddings and head) plus the activations held for
+the backward: a stored cell holds ``saved_bytes`` from its F to its B; a recomputed cell holds only its
+checkpoint (its input hidden states and incoming memory state) until R rebuilds the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rmtsched.errors import ScheduleError
+from rmtsched.sched import Cell, Phase, TrainGraph, TrainSchedule, validate_train
+from rmtsched.sim.cost import CostModel
+from rmtsched.sim.memory import resident_bytes
+
+BACKWARD_FACTOR = 2.0
+
+
+@dataclass(frozen=True)
+class TrainSimResult:
+    """Per-step times and held activation bytes (indexed like ``schedule.steps``) and their summary."""
+
+    scheduler: str
+    step_start_s: np.ndarray
+    step_end_s: np.ndarray
+    held_bytes: np.ndarray  # activation bytes held while each step runs, its working set included
+    resident_bytes: float
+    phase_s: dict[str, float]  # total time of the F, R and B steps
+
+    @property
+    def makespan_s(self) -> float:
+        return float(self.step_end_s[-1]) if len(self.step_end_s) else 0.0
+
+    @property
+    def peak_memory_bytes(self) -> float:
+        return self.resident_bytes + float(self.held_bytes.max(initial=0.0))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "schedule": self.scheduler,
+            "steps": len(self.step_end_s),
+            "makespan_s": self.makespan_s,
+            "forward_s": self.phase_s[Phase.FORWARD.value],
+            "recompute_s": self.phase_s[Phase.RECOMPUTE.value],
+            "backward_s": self.phase_s[Phase.BACKWARD.value],
+            "resident_bytes": self.resident_bytes,
+            "peak_activation_bytes": float(self.held_bytes.max(initial=0.0)),
+            "peak_memory_bytes": self.peak_memory_bytes,
+        }
+
+
+def saved_bytes(cost: CostModel, tokens: int) -> float:
+    """Activations one cell keeps for its backward: every intermediate its kernels produce, once.
+
+    Each kernel's ``activation_bytes`` counts its inputs and outputs; an intermediate is the output of one
+    kernel and the input of the next, so half the sum counts each once (an estimate: autograd keeps
+    most, not all, of them).
+    """
+    return 0.5 * sum(kernel.activation_bytes for _, kernel in cost.kernels(tokens))
+
+
+def checkpoint_bytes(cost: CostModel, tokens: int) -> float:
+    """What a recomputed cell keeps from F to R: its input hidden states and its layer's incoming state."""
+    return cost.workload.hidden_bytes(tokens) + cost.workload.state_bytes_per_layer
+
+
+def simulate_train(
+    schedule: TrainSchedule,
+    graph: TrainGraph,
+    cost: CostModel,
+    *,
+    backward_factor: float = BACKWARD_FACTOR,
+    check: bool = True,
+) -> TrainSimResult:
+    """Time and memory of ``schedule`` (validated first unless ``check`` is False) under ``cost``."""
+    if check:
+        validate_train(schedule, graph)
+    if graph.num_layers != cost.workload.num_layers:
+        raise ScheduleError(
+            f"graph has {graph.num_layers} layers but the workload {cost.workload.name!r} has "
+            f"{cost.workload.num_layers}"
+        )
+    if not backward_factor > 0:
+        raise ScheduleError(f"backward_factor must be positive, got {backward_factor!r}")
+    tokens = graph.forward.segment_tokens
+    recomputed = schedule.recomputed
+    durations, held_during = [], []
+    phase_s = {phase.value: 0.0 for phase in Phase}
+    held = 0.0
+    for step in schedule.steps:
+        profile = cost.step_profile(step.cells, tokens)
+        duration = profile.duration_s * (backward_factor if step.phase is Phase.BACKWARD else 1.0)
+        keeps = sum(_kept_bytes(cost, step.phase, cell, tokens, cell in recomputed) for cell in step.cells)
+        # A forward or recompute step holds its outputs and working set; a backward step frees its cells'.
+        held_during.append(held + max(keeps, 0.0) + profile.running_bytes)
+        held += keeps
+        durations.append(duration)
+        phase_s[step.phase.value] += duration
+    ends = np.cumsum(np.array(durations, dtype=np.float64))
+    starts = ends - np.array(durations, dtype=np.float64)
+    resident = _resident(cost, max(tokens))
+    return TrainSimResult(schedule.scheduler, starts, ends, np.array(held_during), resident, phase_s)
+
+
+def _kept_bytes(cost: CostModel, phase: Phase, cell: Cell, segment_tokens: tuple[int, ...], recomputed: bool) -> float:
+    """How a step changes the bytes held for ``cell``: + on F and R, - (all of it) on B."""
+    tokens = segment_tokens[cell.segment]
+    full, checkpoint = saved_bytes(cost, tokens), checkpoint_bytes(cost, tokens)
+    if phase is Phase.FORWARD:
+        return checkpoint if recomputed else full
+    if phase is Phase.RECOMPUTE:
+        return full
+    return -(full + checkpoint) if recomputed else -full
+
+
+def _resident(cost: CostModel, max_tokens: int) -> float:
+    """Weights, states, embeddings and head (as for inference) plus one gradient per layer weight."""
+    num_layers = cost.workload.num_layers
+    gradients = cost.layer_weight_bytes(max_tokens) * num_layers
+    return resident_bytes(cost, range(num_layers), max_tokens) + gradients
+
+
+__all__ = ["BACKWARD_FACTOR", "TrainSimResult", "checkpoint_bytes", "saved_bytes", "simulate_train"]
