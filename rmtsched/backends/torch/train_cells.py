@@ -42,7 +42,7 @@ class CellMaths:
 def llama_layer(model: StackedModel, weights: LayerWeights, hidden: torch.Tensor) -> torch.Tensor:
     """One LLaMA decoder layer on ``hidden`` ``[B, n, d]``, out of place (``layers.llama_layers``' maths)."""
     spec = model.spec
-    batch, n, d = hidden.shape
+    batch, n, _ = hidden.shape  # [B, n, d]
     heads, kv_heads, hd, mlp = spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.mlp_dim
     x = rms_norm(hidden, weights["attn_norm"], spec.rms_norm_eps)  # [B, n, d]
     qkv = F.linear(x, weights["wqkv"]).view(batch, n, heads + 2 * kv_heads, hd)  # [B, n, H + 2K, hd]
