@@ -21,6 +21,7 @@ from train_reference import sequential_bptt
 
 from rmtsched.backends.torch import build_model, execute
 from rmtsched.backends.torch.executor import model_graph
+from rmtsched.backends.torch.recall_task import recall_batch, train_recall
 from rmtsched.backends.torch.threads import intra_op_threads
 from rmtsched.backends.torch.train_cells import cell_maths, initial_state
 from rmtsched.backends.torch.train_executor import train_gradients, train_step
@@ -160,3 +161,21 @@ def test_a_schedule_for_another_input_length_is_refused() -> None:
     inputs = random_inputs(model.spec, 1, 10, seed=0)
     with pytest.raises(RmtschedError, match="not in the graph of 3 layers x 2 segments"):
         train_gradients(model, inputs, next_token_targets(inputs), schedule)
+
+
+def test_loss_goes_down_on_associative_recall() -> None:
+    spec = small_spec("armt", "paper", vocab_size=16, segment_len=4, d_model=32, num_heads=4, num_kv_heads=2)
+    model = build_model(spec, seed=0)
+    results = train_recall(model, "diagonal", steps=25, batch_size=16, num_pairs=3, lr=3e-3)
+    losses = [float(result.loss) for result in results]
+    assert sum(losses[-5:]) / 5 < losses[0] - 0.3, losses
+
+
+def test_recall_batches_score_the_queried_keys_value_only() -> None:
+    inputs, targets = recall_batch(20, 3, 5, torch.Generator().manual_seed(0))
+    assert inputs.shape == targets.shape == (5, 7)
+    assert (targets[:, :-1] == -100).all()
+    for row, target in zip(inputs.tolist(), targets[:, -1].tolist(), strict=True):
+        keys, values = row[0:6:2], row[1:6:2]
+        assert len(set(keys)) == 3 and all(k < 10 for k in keys) and all(10 <= v < 20 for v in values)
+        assert target == values[keys.index(row[-1])]
