@@ -34,7 +34,8 @@ def test_every_training_scheduler_gives_a_valid_schedule(graph, truncation, max_
     for name in available_train_schedulers():
         options = {"max_width": max_width}
         if name == "checkpointed":
-            options["memory_budget"] = data.draw(st.integers(max_width or graph.num_layers, graph.num_cells + 2))
+            widest = make_train_schedule(train, "diagonal", max_width=max_width).max_width  # a user DAG's waves
+            options["memory_budget"] = data.draw(st.integers(widest, graph.num_cells + 2))  # may exceed L
         schedule = make_train_schedule(train, name, **options)
         validate_train(schedule, train)
         if max_width is not None:
