@@ -197,3 +197,25 @@ def test_cuda_training_gradients_match_sequential_bptt_within_tolerance(family: 
         torch.testing.assert_close(result.loss, expected_loss, rtol=1e-5, atol=1e-7)
         for key, grad in expected.items():
             torch.testing.assert_close(result.grads[key], grad, rtol=1e-5, atol=1e-7, msg=f"{name}: {key}")
+
+
+def test_folding_weight_gradients_in_the_wrong_order_changes_the_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check is not vacuous: summing each weight's per-use gradients first use first breaks equality."""
+    import rmtsched.backends.torch.train_executor as train_executor
+
+    build_folds = train_executor._TrainRunner._folds
+
+    def ascending(runner):
+        folds = build_folds(runner)
+        for fold in folds.values():
+            fold.order.reverse()
+        return folds
+
+    model = build_model(small_spec("armt", "paper"), seed=1)
+    inputs = random_inputs(model.spec, 2, 23, seed=3)
+    targets = next_token_targets(inputs)
+    _, expected = sequential_bptt(model, inputs, targets)
+    monkeypatch.setattr(train_executor._TrainRunner, "_folds", ascending)
+    schedule = make_train_schedule(TrainGraph(model_graph(model, 23)), "sequential")
+    result = train_gradients(model, inputs, targets, schedule)
+    assert any(not torch.equal(result.grads[name], grad) for name, grad in expected.items())
