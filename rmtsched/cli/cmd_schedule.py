@@ -68,10 +68,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace, forward: CellGraph) -> int:
-    if args.devices != 1:
-        raise ScheduleError(f"training schedules run on one device, got --devices {args.devices}")
     graph = TrainGraph(forward, args.truncate)
-    schedule = make_train_schedule(graph, args.schedule, max_width=args.max_width, memory_budget=args.memory_budget)
+    schedule = make_train_schedule(graph, args.schedule, max_width=args.max_width, memory_budget=args.memory_budget,
+                                   num_devices=args.devices)
     validate_train(schedule, graph)
     print(to_json(schedule.to_dict()) if args.json else render_train_grid(schedule, graph))
     return 0

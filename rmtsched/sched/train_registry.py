@@ -21,17 +21,25 @@ class TrainOptions:
     """Options every training scheduler receives; each refuses the ones it cannot honour.
 
     ``max_width`` caps the cells of one step; ``memory_budget`` caps how many cells' forward activations
-    are held at once (stored from F or rebuilt by R, until the cell's B), which forces recomputation.
+    are held at once (stored from F or rebuilt by R, until the cell's B), which forces recomputation;
+    ``num_devices`` spreads layers over devices (the 'pipelined' training scheduler).
     """
 
     max_width: int | None = None
     memory_budget: int | None = None
+    num_devices: int = 1
 
     def __post_init__(self) -> None:
         for name in ("max_width", "memory_budget"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            if value is not None and not _is_positive_int(value):
                 raise ScheduleError(f"{name} must be a positive integer or None, got {value!r}")
+        if not _is_positive_int(self.num_devices):
+            raise ScheduleError(f"number of devices must be a positive integer, got {self.num_devices!r}")
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 TrainScheduler = Callable[[TrainGraph, TrainOptions], TrainSchedule]

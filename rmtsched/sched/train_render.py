@@ -26,18 +26,23 @@ def render_train_grid(
     """Each phase's grid of step numbers (layer rows top to bottom), then a one-line summary."""
     lines: list[str] = []
     for phase in Phase:
-        step_of = {cell: index for index, step in schedule.phase_steps(phase) for cell in step.cells}
+        steps = schedule.phase_steps(phase)
+        step_of = {cell: index for index, step in steps for cell in step.cells}
         if not step_of and phase is Phase.RECOMPUTE:
             continue
+        device_of = None
+        if schedule.num_devices > 1:
+            device_of = {cell: step.device for _, step in steps for cell in step.cells}
         phase_marks = [node.cell for node in marked if node.phase is phase]
         lines.append(f"{PHASE_TITLES[phase]} ({phase.value}):")
         lines += grid_rows(graph.forward, step_of, max_segments, max_layers=max_layers, marked=phase_marks,
-                           widest=schedule.num_steps)
+                           device_of=device_of, widest=schedule.num_steps)
     counts = ", ".join(f"{len(schedule.phase_steps(phase))} {phase.value}" for phase in Phase)
     truncation = "full BPTT" if graph.truncation is None else f"BPTT over the last {graph.truncation} segments"
     lines.append(
         f"{schedule.scheduler}: {schedule.num_steps} steps ({counts}), "
-        f"{len(schedule.recomputed)} recomputed cells, max width {schedule.max_width}, {truncation}"
+        f"{len(schedule.recomputed)} recomputed cells, max width {schedule.max_width}, "
+        f"{schedule.num_devices} device(s), {truncation}"
     )
     return "\n".join(lines)
 

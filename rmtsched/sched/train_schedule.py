@@ -2,7 +2,9 @@
 
 A step runs cells of one phase together on one device (one batched call per weight, as a forward step
 does). Cells that have an R step are recomputed: their forward activations are dropped after F and rebuilt
-by R before B. Plain, immutable data with a JSON form, like ``Schedule``; ``validate_train`` checks it.
+by R before B. A cell's F, R and B run on one device (its activations live there); an edge between devices
+needs a transfer of the producer's output (hidden states and memory forward, their gradients backward).
+Plain, immutable data with a JSON form, like ``Schedule``; ``validate_train`` checks it.
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ from typing import Any
 
 from rmtsched.errors import ScheduleError
 from rmtsched.sched.dag import Cell
-from rmtsched.sched.schedule import _parse_cell, _parse_list
+from rmtsched.sched.schedule import _parse_cell, _parse_int, _parse_list
 from rmtsched.sched.train_dag import Phase, TrainCell
 
 
 @dataclass(frozen=True, slots=True)
 class TrainStep:
-    """Cells of one phase that run together in one batched call."""
+    """Cells of one phase that run together in one batched call on ``device``."""
 
     phase: Phase
     cells: tuple[Cell, ...]
+    device: int = 0
 
     @property
     def width(self) -> int:
@@ -34,13 +37,25 @@ class TrainStep:
             yield TrainCell(self.phase, *cell)
 
 
+@dataclass(frozen=True, slots=True)
+class TrainTransfer:
+    """The output of ``node`` (an F cell's hidden states and memory, or a B cell's gradients) moves from
+    ``src_device`` to ``dst_device``, after ``node`` ran and before its consumer there starts."""
+
+    node: TrainCell
+    src_device: int
+    dst_device: int
+
+
 @dataclass(frozen=True)
 class TrainSchedule:
-    """Forward, recompute and backward steps in issue order, on one device."""
+    """Forward, recompute and backward steps in a valid global issue order across ``num_devices`` devices."""
 
     steps: tuple[TrainStep, ...]
     scheduler: str = "custom"
     options: Mapping[str, Any] = field(default_factory=dict)
+    transfers: tuple[TrainTransfer, ...] = ()
+    num_devices: int = 1
 
     @property
     def num_steps(self) -> int:
@@ -80,11 +95,18 @@ class TrainSchedule:
         return {
             "kind": "train",
             "scheduler": self.scheduler,
+            "num_devices": self.num_devices,
             "num_steps": self.num_steps,
             "options": dict(self.options),
             "steps": [
-                {"phase": step.phase.value, "cells": [[cell.layer, cell.segment] for cell in step.cells]}
+                {"phase": step.phase.value, "cells": [[cell.layer, cell.segment] for cell in step.cells],
+                 "device": step.device}
                 for step in self.steps
+            ],
+            "transfers": [
+                {"phase": t.node.phase.value, "cell": [t.node.layer, t.node.segment], "src": t.src_device,
+                 "dst": t.dst_device}
+                for t in self.transfers
             ],
         }
 
@@ -102,7 +124,13 @@ class TrainSchedule:
         options = data.get("options", {})
         if not isinstance(options, Mapping):
             raise ScheduleError(f"options: expected a JSON object, got {options!r}")
-        return cls(steps, str(data.get("scheduler", "custom")), dict(options))
+        transfers = tuple(
+            _parse_transfer(raw, f"transfers[{i}]")
+            for i, raw in enumerate(_parse_list(data.get("transfers", []), "transfers"))
+        )
+        default_devices = 1 + max((step.device for step in steps), default=0)
+        num_devices = _parse_int(data.get("num_devices", default_devices), "num_devices")
+        return cls(steps, str(data.get("scheduler", "custom")), dict(options), transfers, num_devices)
 
     @classmethod
     def from_json(cls, text: str) -> TrainSchedule:
@@ -113,16 +141,28 @@ class TrainSchedule:
         return cls.from_dict(data)
 
 
+def _parse_phase(raw: Any, where: str) -> Phase:
+    try:
+        return Phase(raw)
+    except ValueError:
+        expected = [phase.value for phase in Phase]
+        raise ScheduleError(f"{where}: expected one of {expected}, got {raw!r}") from None
+
+
 def _parse_step(raw: Any, where: str) -> TrainStep:
     if not isinstance(raw, Mapping) or not {"phase", "cells"} <= raw.keys():
         raise ScheduleError(f"{where}: expected an object with 'phase' and 'cells', got {raw!r}")
-    try:
-        phase = Phase(raw["phase"])
-    except ValueError:
-        expected = [phase.value for phase in Phase]
-        raise ScheduleError(f"{where}.phase: expected one of {expected}, got {raw['phase']!r}") from None
+    phase = _parse_phase(raw["phase"], f"{where}.phase")
     cells = tuple(_parse_cell(cell, f"{where}.cells") for cell in _parse_list(raw["cells"], f"{where}.cells"))
-    return TrainStep(phase, cells)
+    return TrainStep(phase, cells, _parse_int(raw.get("device", 0), f"{where}.device"))
 
 
-__all__ = ["TrainSchedule", "TrainStep"]
+def _parse_transfer(raw: Any, where: str) -> TrainTransfer:
+    if not isinstance(raw, Mapping) or not {"phase", "cell", "src", "dst"} <= raw.keys():
+        raise ScheduleError(f"{where}: expected an object with 'phase', 'cell', 'src' and 'dst', got {raw!r}")
+    cell = _parse_cell(raw["cell"], f"{where}.cell")
+    node = TrainCell(_parse_phase(raw["phase"], f"{where}.phase"), *cell)
+    return TrainTransfer(node, _parse_int(raw["src"], f"{where}.src"), _parse_int(raw["dst"], f"{where}.dst"))
+
+
+__all__ = ["TrainSchedule", "TrainStep", "TrainTransfer"]

@@ -1,8 +1,9 @@
 """The training validator: the one place that decides whether a training schedule may run on a graph.
 
 Valid when every cell's F and B run exactly once, an R (recompute) runs at most once per cell, no step
-is empty, and every node runs in a later step than each of its ``TrainGraph.predecessors`` (B(c) after
-R(c) where c is recomputed). Errors name the first offending node in step order, one line, with the
+is empty, every node runs in a later step than each of its ``TrainGraph.predecessors`` (B(c) after
+R(c) where c is recomputed), a cell's F, R and B share a device, and every edge between devices has a
+transfer of the producer's output. Errors name the first offending node in step order, one line, with the
 phase grids attached as a note (the offending cells marked), as the forward validator does.
 """
 
@@ -17,6 +18,7 @@ from rmtsched.sched.validate import (
     DuplicateCellError,
     InvalidScheduleError,
     MissingCellError,
+    MissingTransferError,
     UnknownCellError,
 )
 
@@ -32,10 +34,12 @@ def validate_train(schedule: TrainSchedule, graph: TrainGraph) -> None:
 
 
 def _check(schedule: TrainSchedule, graph: TrainGraph) -> None:
-    step_of = _place(schedule, graph)
+    step_of, device_of = _place(schedule, graph)
     for node in graph.cells():
         if node not in step_of:
             raise MissingCellError(f"training cell {node} is never run by the schedule", node)
+    _check_transfers(schedule, step_of, device_of)
+    transfers = {(t.node, t.src_device, t.dst_device) for t in schedule.transfers}
     recomputed = schedule.recomputed
     for index, step in enumerate(schedule.steps):
         for node in step.nodes():
@@ -44,13 +48,49 @@ def _check(schedule: TrainSchedule, graph: TrainGraph) -> None:
                 if pred_index >= index:
                     when = "in the same step as" if pred_index == index else f"before (step {pred_index})"
                     raise DependencyError(f"training cell {node} runs in step {index} {when} {pred}", node, pred)
+                if pred.cell == node.cell and device_of[pred] != step.device:
+                    raise InvalidScheduleError(
+                        f"training cell {node} runs on device {step.device} but {pred} ran on device "
+                        f"{device_of[pred]}: a cell's F, R and B share the device holding its activations",
+                        node, pred,
+                    )
+                if device_of[pred] != step.device and (pred, device_of[pred], step.device) not in transfers:
+                    raise MissingTransferError(
+                        f"edge {pred} -> {node} crosses from device {device_of[pred]} to device {step.device} "
+                        f"with no transfer of {pred}'s output",
+                        pred, node,
+                    )
 
 
-def _place(schedule: TrainSchedule, graph: TrainGraph) -> dict[TrainCell, int]:
+def _check_transfers(
+    schedule: TrainSchedule, step_of: dict[TrainCell, int], device_of: dict[TrainCell, int]
+) -> None:
+    for transfer in schedule.transfers:
+        node = transfer.node
+        if node not in step_of:
+            raise UnknownCellError(f"transfer of training cell {node} names a cell the schedule does not run")
+        if device_of[node] != transfer.src_device:
+            raise InvalidScheduleError(
+                f"transfer of {node} leaves device {transfer.src_device}, but {node} runs on device "
+                f"{device_of[node]}", node,
+            )
+        if not 0 <= transfer.dst_device < schedule.num_devices:
+            raise InvalidScheduleError(
+                f"transfer of {node} goes to device {transfer.dst_device}, outside 0..{schedule.num_devices - 1}",
+                node,
+            )
+
+
+def _place(schedule: TrainSchedule, graph: TrainGraph) -> tuple[dict[TrainCell, int], dict[TrainCell, int]]:
     step_of: dict[TrainCell, int] = {}
+    device_of: dict[TrainCell, int] = {}
     for index, step in enumerate(schedule.steps):
         if not step.cells:
             raise InvalidScheduleError(f"step {index} is empty: every step must run at least one cell")
+        if not 0 <= step.device < schedule.num_devices:
+            raise InvalidScheduleError(
+                f"step {index} runs on device {step.device}, outside 0..{schedule.num_devices - 1}", *step.nodes()
+            )
         for node in step.nodes():
             if node not in graph:
                 raise UnknownCellError(
@@ -63,7 +103,8 @@ def _place(schedule: TrainSchedule, graph: TrainGraph) -> dict[TrainCell, int]:
                     f"training cell {node} runs twice: in step {step_of[node]} and in step {index}", node
                 )
             step_of[node] = index
-    return step_of
+            device_of[node] = step.device
+    return step_of, device_of
 
 
 __all__ = ["validate_train"]

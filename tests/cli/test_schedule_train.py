@@ -20,7 +20,7 @@ def test_train_grid_shows_the_forward_diagonal_and_the_backward_anti_diagonal(
     assert [line.split() for line in lines[2:4]] == [["1", "1", "2", "3"], ["0", "0", "1", "2"]]
     assert lines[4] == "backward (B):"
     assert [line.split() for line in lines[6:8]] == [["1", "6", "5", "4"], ["0", "7", "6", "5"]]
-    assert lines[-1] == "diagonal: 8 steps (4 F, 0 R, 4 B), 0 recomputed cells, max width 2, full BPTT"
+    assert lines[-1] == "diagonal: 8 steps (4 F, 0 R, 4 B), 0 recomputed cells, max width 2, 1 device(s), full BPTT"
 
 
 @pytest.mark.parametrize(
@@ -29,6 +29,7 @@ def test_train_grid_shows_the_forward_diagonal_and_the_backward_anti_diagonal(
         ["--schedule", "sequential", "--truncate", "2"],
         ["--schedule", "checkpointed", "--memory-budget", "3"],
         ["--schedule", "greedy", "--rule", "global_memory", "--max-width", "1"],
+        ["--schedule", "pipelined", "--devices", "2", "--truncate", "2"],
     ],
 )
 def test_train_json_is_a_valid_training_schedule(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -37,7 +38,9 @@ def test_train_json_is_a_valid_training_schedule(args: list[str], capsys: pytest
     data = json.loads(out)
     rule = "global_memory" if "global_memory" in args else "layer_local"
     truncation = 2 if "--truncate" in args else None
-    validate_train(TrainSchedule.from_dict(data), TrainGraph(build_cell_graph(3, 4, rule=rule), truncation))
+    schedule = TrainSchedule.from_dict(data)
+    validate_train(schedule, TrainGraph(build_cell_graph(3, 4, rule=rule), truncation))
+    assert schedule.num_devices == (2 if "pipelined" in args else 1)
     if "--memory-budget" in args:
         assert {step["phase"] for step in data["steps"]} == {"F", "R", "B"}
 
@@ -48,8 +51,9 @@ def test_train_json_is_a_valid_training_schedule(args: list[str], capsys: pytest
         (["--truncate", "2"], "--truncate applies to a training schedule: add --train"),
         (["--memory-budget", "2"], "--memory-budget applies to a training schedule: add --train"),
         (["--train", "--truncate", "0"], "--truncate: expected a positive integer, got 0"),
-        (["--train", "--devices", "2"], "training schedules run on one device, got --devices 2"),
-        (["--train", "--schedule", "pipelined"], "unknown training scheduler 'pipelined'"),
+        (["--train", "--devices", "2"], "'diagonal' runs on one device, got num_devices=2"),
+        (["--train", "--schedule", "nope"], "unknown training scheduler 'nope'"),
+        (["--train", "--schedule", "pipelined", "--devices", "5"], "cannot split 3 layers into 5 non-empty"),
         (["--train", "--memory-budget", "4"], "'diagonal' keeps every activation and takes no memory_budget"),
         (["--train", "--schedule", "checkpointed", "--memory-budget", "1"],
          "memory_budget=1 cells cannot hold one step of 3 cells"),

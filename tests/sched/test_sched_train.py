@@ -26,9 +26,18 @@ from rmtsched.sched import (
     TrainSchedule,
     TrainStep,
     build_cell_graph,
+    make_train_schedule,
     validate_train,
 )
-from rmtsched.sched.validate import DependencyError, DuplicateCellError, MissingCellError, UnknownCellError
+from rmtsched.sched.train_schedule import TrainTransfer
+from rmtsched.sched.validate import (
+    DependencyError,
+    DuplicateCellError,
+    InvalidScheduleError,
+    MissingCellError,
+    MissingTransferError,
+    UnknownCellError,
+)
 
 F, R, B = Phase.FORWARD, Phase.RECOMPUTE, Phase.BACKWARD
 
@@ -183,3 +192,34 @@ def test_held_activations_count_stored_and_rebuilt_cells_until_their_backward() 
     schedule = TrainSchedule(steps)
     assert schedule.recomputed == {Cell(0, 0)}
     assert schedule.held_activations() == [0, 1, 2, 2, 1]
+
+
+def two_devices() -> tuple[TrainGraph, TrainSchedule]:
+    graph = TrainGraph(build_cell_graph(2, 2))
+    return graph, make_train_schedule(graph, "pipelined", num_devices=2)
+
+
+def test_a_missing_transfer_across_devices_is_named() -> None:
+    graph, schedule = two_devices()
+    dropped = schedule.transfers[0]
+    rest = tuple(t for t in schedule.transfers if t != dropped)
+    with pytest.raises(MissingTransferError, match=rf"edge {dropped.node.phase.value}\({dropped.node.layer}, "):
+        validate_train(TrainSchedule(schedule.steps, transfers=rest, num_devices=2), graph)
+
+
+def test_a_backward_cell_away_from_its_activations_is_named() -> None:
+    graph, schedule = two_devices()
+    steps = [TrainStep(s.phase, s.cells, 1 - s.device if s.phase is B and Cell(0, 1) in s.cells else s.device)
+             for s in schedule.steps]
+    moved = TrainSchedule(tuple(steps), transfers=schedule.transfers, num_devices=2)
+    with pytest.raises(InvalidScheduleError, match=r"training cell B\(0, 1\) runs on device 1 but F\(0, 1\) ran on"):
+        validate_train(moved, graph)
+
+
+def test_transfers_and_devices_outside_the_schedule_are_refused() -> None:
+    graph, schedule = two_devices()
+    wrong_source = TrainTransfer(TrainCell(F, 0, 0), 1, 0)
+    with pytest.raises(InvalidScheduleError, match=r"transfer of F\(0, 0\) leaves device 1, but F\(0, 0\) runs on"):
+        validate_train(TrainSchedule(schedule.steps, transfers=(wrong_source,), num_devices=2), graph)
+    with pytest.raises(InvalidScheduleError, match=r"step 0 runs on device 1, outside 0\.\.0"):
+        validate_train(TrainSchedule((TrainStep(F, (Cell(0, 0),), 1),)), graph)

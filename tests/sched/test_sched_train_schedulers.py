@@ -17,6 +17,7 @@ from rmtsched.sched import (
     Cell,
     Phase,
     TrainGraph,
+    TrainSchedule,
     available_train_schedulers,
     build_cell_graph,
     make_train_schedule,
@@ -33,11 +34,14 @@ def test_every_training_scheduler_gives_a_valid_schedule(graph, truncation, max_
     train = TrainGraph(graph, truncation)
     for name in available_train_schedulers():
         options = {"max_width": max_width}
+        if name == "pipelined":
+            options["num_devices"] = data.draw(st.integers(1, min(3, graph.num_layers)))
         if name == "checkpointed":
             widest = make_train_schedule(train, "diagonal", max_width=max_width).max_width  # a user DAG's waves
             options["memory_budget"] = data.draw(st.integers(widest, graph.num_cells + 2))  # may exceed L
         schedule = make_train_schedule(train, name, **options)
         validate_train(schedule, train)
+        assert TrainSchedule.from_json(schedule.to_json()) == schedule
         if max_width is not None:
             assert schedule.max_width <= max_width
 
@@ -93,9 +97,15 @@ def test_schedulers_that_keep_every_activation_refuse_a_budget(name: str) -> Non
         make_train_schedule(TrainGraph(build_cell_graph(2, 2)), name, memory_budget=4)
 
 
-@pytest.mark.parametrize(("option", "bad"), [("max_width", 0), ("memory_budget", -2), ("memory_budget", True)])
-def test_bad_options_are_refused_naming_the_value(option: str, bad: object) -> None:
-    with pytest.raises(ScheduleError, match=f"{option} must be a positive integer or None, got {bad!r}"):
+@pytest.mark.parametrize(
+    ("option", "bad", "message"),
+    [("max_width", 0, "max_width must be a positive integer or None"),
+     ("memory_budget", -2, "memory_budget must be a positive integer or None"),
+     ("memory_budget", True, "memory_budget must be a positive integer or None"),
+     ("num_devices", 0, "number of devices must be a positive integer")],
+)
+def test_bad_options_are_refused_naming_the_value(option: str, bad: object, message: str) -> None:
+    with pytest.raises(ScheduleError, match=f"{message}, got {bad!r}"):
         make_train_schedule(TrainGraph(build_cell_graph(2, 2)), "diagonal", **{option: bad})
 
 
@@ -113,3 +123,37 @@ def test_a_user_registered_training_scheduler_is_found_by_name() -> None:
         from rmtsched.sched import train_registry
 
         del train_registry._TRAIN_SCHEDULERS["test-mirror"]
+
+
+@pytest.mark.parametrize("rule", ["layer_local", "global_memory"])
+def test_pipelined_keeps_each_stage_on_its_device_and_transfers_exactly_the_boundary_edges(rule: str) -> None:
+    train = TrainGraph(build_cell_graph(5, 4, rule=rule), truncation=2)
+    schedule = make_train_schedule(train, "pipelined", num_devices=2)
+    validate_train(schedule, train)
+    stage = {layer: 0 if layer < 3 else 1 for layer in range(5)}  # 5 uniform layers: 3 + 2
+    assert all(step.device == stage[cell.layer] for step in schedule.steps for cell in step.cells)
+    crossing = {
+        (pred, stage[pred.layer], stage[node.layer])
+        for node in train.cells() for pred in train.predecessors(node) if stage[pred.layer] != stage[node.layer]
+    }
+    assert {(t.node, t.src_device, t.dst_device) for t in schedule.transfers} == crossing
+    assert len(schedule.transfers) == len(crossing)
+
+
+def test_pipelined_interleaves_backward_with_forward_when_truncation_allows() -> None:
+    train = TrainGraph(build_cell_graph(4, 6), truncation=1)
+    schedule = make_train_schedule(train, "pipelined", num_devices=2)
+    phases = [step.phase for step in schedule.steps]
+    last_forward = max(i for i, phase in enumerate(phases) if phase is Phase.FORWARD)
+    first_backward = phases.index(Phase.BACKWARD)
+    assert first_backward < last_forward
+    full = make_train_schedule(TrainGraph(build_cell_graph(4, 6)), "pipelined", num_devices=2)
+    full_phases = [step.phase for step in full.steps]
+    # full BPTT: no B is ready before the last segment's forward, which is the last F of all
+    assert full_phases.index(Phase.BACKWARD) > max(i for i, p in enumerate(full_phases) if p is Phase.FORWARD)
+
+
+@pytest.mark.parametrize("name", ["sequential", "diagonal", "greedy", "checkpointed"])
+def test_single_device_training_schedulers_refuse_several_devices(name: str) -> None:
+    with pytest.raises(ScheduleError, match=f"{name!r} runs on one device, got num_devices=2"):
+        make_train_schedule(TrainGraph(build_cell_graph(2, 2)), name, num_devices=2)

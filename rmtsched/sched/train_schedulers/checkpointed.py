@@ -11,11 +11,12 @@ from rmtsched.errors import ScheduleError
 from rmtsched.sched.train_dag import Phase, TrainGraph
 from rmtsched.sched.train_registry import TrainOptions, register_train_scheduler
 from rmtsched.sched.train_schedule import TrainSchedule, TrainStep
-from rmtsched.sched.train_schedulers.common import wave_batches
+from rmtsched.sched.train_schedulers.common import require_single_device, wave_batches
 
 
 @register_train_scheduler("checkpointed")
 def checkpointed(graph: TrainGraph, options: TrainOptions) -> TrainSchedule:
+    require_single_device("checkpointed", options)
     batches = wave_batches(graph, options.max_width)
     widest = max(len(batch) for batch in batches)
     num_cells = graph.forward.num_cells

@@ -20,6 +20,14 @@ def wave_batches(graph: TrainGraph, max_width: int | None) -> list[tuple[Cell, .
     return [batch for wave in waves(graph.forward) for batch in chunks(wave, max_width)]
 
 
+def require_single_device(name: str, options: TrainOptions) -> None:
+    if options.num_devices != 1:
+        raise ScheduleError(
+            f"training scheduler {name!r} runs on one device, got num_devices={options.num_devices}; "
+            "use 'pipelined' to spread layers over devices"
+        )
+
+
 def require_no_budget(name: str, options: TrainOptions) -> None:
     if options.memory_budget is not None:
         raise ScheduleError(
@@ -28,4 +36,4 @@ def require_no_budget(name: str, options: TrainOptions) -> None:
         )
 
 
-__all__ = ["require_no_budget", "wave_batches"]
+__all__ = ["require_no_budget", "require_single_device", "wave_batches"]

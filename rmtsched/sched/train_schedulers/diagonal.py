@@ -8,12 +8,13 @@ from its F to its B (see 'checkpointed' to trade them for recomputation).
 from rmtsched.sched.train_dag import Phase, TrainGraph
 from rmtsched.sched.train_registry import TrainOptions, register_train_scheduler
 from rmtsched.sched.train_schedule import TrainSchedule, TrainStep
-from rmtsched.sched.train_schedulers.common import require_no_budget, wave_batches
+from rmtsched.sched.train_schedulers.common import require_no_budget, require_single_device, wave_batches
 
 
 @register_train_scheduler("diagonal")
 def diagonal(graph: TrainGraph, options: TrainOptions) -> TrainSchedule:
     require_no_budget("diagonal", options)
+    require_single_device("diagonal", options)
     batches = wave_batches(graph, options.max_width)
     steps = [TrainStep(Phase.FORWARD, batch) for batch in batches]
     steps += [TrainStep(Phase.BACKWARD, batch) for batch in reversed(batches)]

@@ -10,12 +10,13 @@ from __future__ import annotations
 from rmtsched.sched.train_dag import TrainCell, TrainGraph
 from rmtsched.sched.train_registry import TrainOptions, register_train_scheduler
 from rmtsched.sched.train_schedule import TrainSchedule, TrainStep
-from rmtsched.sched.train_schedulers.common import require_no_budget
+from rmtsched.sched.train_schedulers.common import require_no_budget, require_single_device
 
 
 @register_train_scheduler("greedy")
 def greedy(graph: TrainGraph, options: TrainOptions) -> TrainSchedule:
     require_no_budget("greedy", options)
+    require_single_device("greedy", options)
     successors: dict[TrainCell, list[TrainCell]] = {node: [] for node in graph.cells()}
     remaining = {}
     for node in successors:
