@@ -1,11 +1,14 @@
-"""Cost of a training schedule on one device: step times, activation memory over time, and its peak.
+"""Cost of a training schedule: step times, activation memory over time and its peak, on each device.
 
 A forward or recompute step costs what the forward step of the same cells costs (``CostModel.step_profile``);
 a backward step costs ``backward_factor`` times that (about 2: the gradients of the inputs and of the
-weights are each a product the size of the forward one). Steps run back to back. Memory is the resident
-part (weights, their gradients, the recurrent states, embeddings and head) plus the activations held for
-the backward: a stored cell holds ``saved_bytes`` from its F to its B; a recomputed cell holds only its
-checkpoint (its input hidden states and incoming memory state) until R rebuilds the rest.
+weights are each a product the size of the forward one). A device runs its steps in schedule order, each
+as soon as the device is free and its predecessors are done; a predecessor on another device adds a link
+transfer of one cell's hidden states (``link_latency_s`` + bytes / ``link_bandwidth_bytes_per_s``; links
+are not contended). Memory per device is the resident part of its layers (weights, their gradients,
+recurrent states, embeddings and head) plus the activations held for the backward: a stored cell holds
+``saved_bytes`` from its F to its B; a recomputed cell holds only its checkpoint (input hidden states and
+incoming memory state) until R rebuilds the rest.
 """
 
 from __future__ import annotations
@@ -29,17 +32,26 @@ class TrainSimResult:
     scheduler: str
     step_start_s: np.ndarray
     step_end_s: np.ndarray
-    held_bytes: np.ndarray  # activation bytes held while each step runs, its working set included
-    resident_bytes: float
-    phase_s: dict[str, float]  # total time of the F, R and B steps
+    step_devices: np.ndarray
+    held_bytes: np.ndarray  # activation bytes held on the step's device while it runs, its working set included
+    resident_bytes: tuple[float, ...]  # per device
+    phase_s: dict[str, float]  # total time of the F, R and B steps, summed over devices
 
     @property
     def makespan_s(self) -> float:
-        return float(self.step_end_s[-1]) if len(self.step_end_s) else 0.0
+        return float(self.step_end_s.max(initial=0.0))
+
+    @property
+    def device_peak_memory_bytes(self) -> tuple[float, ...]:
+        return tuple(
+            resident + float(self.held_bytes[self.step_devices == device].max(initial=0.0))
+            for device, resident in enumerate(self.resident_bytes)
+        )
 
     @property
     def peak_memory_bytes(self) -> float:
-        return self.resident_bytes + float(self.held_bytes.max(initial=0.0))
+        """The busiest device's peak."""
+        return max(self.device_peak_memory_bytes)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -49,8 +61,10 @@ class TrainSimResult:
             "forward_s": self.phase_s[Phase.FORWARD.value],
             "recompute_s": self.phase_s[Phase.RECOMPUTE.value],
             "backward_s": self.phase_s[Phase.BACKWARD.value],
-            "resident_bytes": self.resident_bytes,
+            "devices": len(self.resident_bytes),
+            "resident_bytes_per_device": list(self.resident_bytes),
             "peak_activation_bytes": float(self.held_bytes.max(initial=0.0)),
+            "peak_memory_bytes_per_device": list(self.device_peak_memory_bytes),
             "peak_memory_bytes": self.peak_memory_bytes,
         }
 
@@ -92,20 +106,44 @@ def simulate_train(
     recomputed = schedule.recomputed
     durations, held_during = [], []
     phase_s = {phase.value: 0.0 for phase in Phase}
-    held = 0.0
+    held = [0.0] * schedule.num_devices
     for step in schedule.steps:
         profile = cost.step_profile(step.cells, tokens)
         duration = profile.duration_s * (backward_factor if step.phase is Phase.BACKWARD else 1.0)
         keeps = sum(_kept_bytes(cost, step.phase, cell, tokens, cell in recomputed) for cell in step.cells)
         # A forward or recompute step holds its outputs and working set; a backward step frees its cells'.
-        held_during.append(held + max(keeps, 0.0) + profile.running_bytes)
-        held += keeps
+        held_during.append(held[step.device] + max(keeps, 0.0) + profile.running_bytes)
+        held[step.device] += keeps
         durations.append(duration)
         phase_s[step.phase.value] += duration
-    ends = np.cumsum(np.array(durations, dtype=np.float64))
-    starts = ends - np.array(durations, dtype=np.float64)
-    resident = _resident(cost, max(tokens))
-    return TrainSimResult(schedule.scheduler, starts, ends, np.array(held_during), resident, phase_s)
+    starts, ends = _timeline(schedule, graph, cost, durations)
+    devices = np.array([step.device for step in schedule.steps], dtype=np.int64)
+    resident = _resident(cost, schedule, max(tokens))
+    return TrainSimResult(schedule.scheduler, starts, ends, devices, np.array(held_during), resident, phase_s)
+
+
+def _timeline(
+    schedule: TrainSchedule, graph: TrainGraph, cost: CostModel, durations: list[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end of every step: its device free, its predecessors done and, across devices, arrived."""
+    hardware, tokens = cost.hardware, graph.forward.segment_tokens
+    step_of = {node: index for index, step in enumerate(schedule.steps) for node in step.nodes()}
+    recomputed = schedule.recomputed
+    free = [0.0] * schedule.num_devices
+    starts, ends = np.zeros(len(durations)), np.zeros(len(durations))
+    for index, step in enumerate(schedule.steps):
+        start = free[step.device]
+        for node in step.nodes():
+            for pred in graph.predecessors(node, recomputed=node.cell in recomputed):
+                producer = step_of[pred]
+                arrival = ends[producer]
+                if schedule.steps[producer].device != step.device:
+                    size = cost.workload.hidden_bytes(tokens[pred.segment])
+                    arrival += hardware.link_latency_s + size / hardware.link_bandwidth_bytes_per_s
+                start = max(start, arrival)
+        starts[index], ends[index] = start, start + durations[index]
+        free[step.device] = ends[index]
+    return starts, ends
 
 
 def _kept_bytes(cost: CostModel, phase: Phase, cell: Cell, segment_tokens: tuple[int, ...], recomputed: bool) -> float:
@@ -119,11 +157,14 @@ def _kept_bytes(cost: CostModel, phase: Phase, cell: Cell, segment_tokens: tuple
     return -(full + checkpoint) if recomputed else -full
 
 
-def _resident(cost: CostModel, max_tokens: int) -> float:
-    """Weights, states, embeddings and head (as for inference) plus one gradient per layer weight."""
-    num_layers = cost.workload.num_layers
-    gradients = cost.layer_weight_bytes(max_tokens) * num_layers
-    return resident_bytes(cost, range(num_layers), max_tokens) + gradients
+def _resident(cost: CostModel, schedule: TrainSchedule, max_tokens: int) -> tuple[float, ...]:
+    """Per device: weights, states, embeddings and head of its layers (as for inference) plus one gradient
+    per layer weight."""
+    layers: list[set[int]] = [set() for _ in range(schedule.num_devices)]
+    for step in schedule.steps:
+        layers[step.device].update(cell.layer for cell in step.cells)
+    gradient = cost.layer_weight_bytes(max_tokens)
+    return tuple(resident_bytes(cost, held, max_tokens) + gradient * len(held) for held in layers)
 
 
 __all__ = ["BACKWARD_FACTOR", "TrainSimResult", "checkpoint_bytes", "saved_bytes", "simulate_train"]

@@ -27,10 +27,10 @@ TOKENS = 4
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def synthetic(layers: int, segments: int, hidden_per_token: int = 3) -> tuple[TrainGraph, CostModel]:
+def synthetic(layers: int, segments: int, hidden_per_token: int = 3, latency: int = 0) -> tuple[TrainGraph, CostModel]:
     graph = TrainGraph(build_cell_graph(layers, segment_tokens=(TOKENS,) * segments))
     workload = synthetic_workload(layers, per_token=2, fixed=3, hidden_per_token=hidden_per_token)
-    return graph, CostModel(workload, unit_hardware(launch=1))
+    return graph, CostModel(workload, unit_hardware(launch=1, latency=latency))
 
 
 def step_s(width: int) -> float:
@@ -47,8 +47,8 @@ def test_diagonal_training_step_by_hand() -> None:
     # held and runs with two 20-byte working sets plus layer 0's 12-byte input: 122, the peak.
     assert result.held_bytes.tolist() == [46, 94, 122, 104, 104, 122, 94, 46]
     weights_and_state = 2 * (100 + 7) + 11 + 13
-    assert result.resident_bytes == weights_and_state + 2 * 100  # plus one gradient per layer weight
-    assert result.peak_memory_bytes == result.resident_bytes + 122
+    assert result.resident_bytes == (weights_and_state + 2 * 100,)  # plus one gradient per layer weight
+    assert result.peak_memory_bytes == result.resident_bytes[0] + 122
 
 
 def test_sequential_training_costs_three_forward_passes_of_single_cells() -> None:
@@ -100,3 +100,14 @@ def test_mismatched_workload_and_bad_factor_are_refused() -> None:
         simulate_train(make_train_schedule(other, "diagonal"), other, cost)
     with pytest.raises(ScheduleError, match=r"backward_factor must be positive, got -1\.0"):
         simulate_train(schedule, graph, cost, backward_factor=-1.0)
+
+
+def test_pipelined_training_waits_for_transfers_between_devices_by_hand() -> None:
+    graph, cost = synthetic(2, 1, latency=5)  # links: 5 s latency, 1 byte/s; a cell's hidden states: 12 bytes
+    result = simulate_train(make_train_schedule(graph, "pipelined", num_devices=2), graph, cost)
+    one, hop = step_s(1), 5 + 12
+    # F(0,0) on device 0; F(1,0) on device 1 after a hop; B(1,0) right after; B(0,0) after the hop back.
+    assert result.step_start_s.tolist() == [0, one + hop, 2 * one + hop, 4 * one + 2 * hop]
+    assert result.makespan_s == 6 * one + 2 * hop  # a backward step costs two forward ones
+    assert result.resident_bytes == (100 + 7 + 11 + 100, 100 + 7 + 13 + 100)  # embeddings / head on their ends
+    assert len(result.device_peak_memory_bytes) == 2
