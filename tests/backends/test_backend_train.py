@@ -78,6 +78,7 @@ def test_every_training_scheduler_gives_sequential_bptt_gradients_bit_for_bit(fa
         "diagonal/w2": make_train_schedule(graph, "diagonal", max_width=2),
         "checkpointed": make_train_schedule(graph, "checkpointed", memory_budget=4),
         "greedy": make_train_schedule(graph, "greedy"),
+        "pipelined/P2": make_train_schedule(graph, "pipelined", num_devices=2),  # devices run in one process here
         "random": random_train_schedule(graph, random.Random(7)),
     }
     for name, schedule in schedules.items():

@@ -3,13 +3,15 @@
 Each F, R and B cell runs on its own: F builds the cell's autograd graph from detached leaves (its input
 hidden states, its incoming memory state, one leaf per use of each weight) with ``train_cells``; R rebuilds
 it from the kept inputs; B back-propagates the gradients its consumers sent (hidden states from the layer
-above, memory state from the next segment, the segment's loss) and sends its leaves' gradients on.
+above, memory state from the next segment, the segment's loss) and sends its leaves' gradients on. Steps
+on any device index run in this one process, on the model's device (a pipelined schedule runs in order).
 
 Why this equals ``loss.backward()`` through the sequential forward bit for bit (CPU): every cell runs the
 same ops on the same inputs; a tensor crossing cells has exactly the consumers it has in the big graph, so
 its gradient sums the same terms in the same order; and autograd's engine runs nodes in descending creation
 order, so a weight's big-graph gradient is its per-use contributions folded from the last use backwards:
 ``_GradientFold`` folds ours in that order whatever order the schedule's B cells produce them in.
+The longer story: docs/exactness.md.
 """
 
 from __future__ import annotations
