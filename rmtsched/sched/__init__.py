@@ -30,7 +30,7 @@ from rmtsched.sched.train_registry import (
     register_train_scheduler,
 )
 from rmtsched.sched.train_render import render_train_grid
-from rmtsched.sched.train_schedule import TrainSchedule, TrainStep
+from rmtsched.sched.train_schedule import TrainSchedule, TrainStep, TrainTransfer
 from rmtsched.sched.train_validate import validate_train
 from rmtsched.sched.validate import validate
 
@@ -50,6 +50,7 @@ __all__ = [
     "TrainOptions",
     "TrainSchedule",
     "TrainStep",
+    "TrainTransfer",
     "Transfer",
     "available_rules",
     "available_schedulers",
