@@ -7,7 +7,7 @@ breaks. Large grids show a window that keeps the first marked cell in view.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from rmtsched.errors import ScheduleError
 from rmtsched.sched.dag import Cell, CellGraph
@@ -30,15 +30,34 @@ def render_grid(
     step, mark its cells (``schedule.steps[k].cells``). At most ``max_segments`` columns and ``max_layers``
     rows (None: all) are shown: the first ones, or a window around the first marked cell of the graph.
     """
-    for name, limit in (("max_segments", max_segments), ("max_layers", max_layers)):
-        if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise ScheduleError(f"{name} must be a positive integer, got {limit!r}")
-    focus = next((Cell(*cell) for cell in marked if cell in graph), None)
-    segments = _window(graph.num_segments, max_segments, focus.segment if focus else None)
-    layers = _window(graph.num_layers, max_layers or graph.num_layers, focus.layer if focus else None)
-    step_of, device_of = _placement(schedule, graph, layers, segments)
+    step_of, device_of = _placement(schedule, graph, _shown_window(graph, max_segments, max_layers, marked))
+    lines = grid_rows(graph, step_of, max_segments, max_layers=max_layers, marked=marked,
+                      device_of=device_of if schedule.num_devices > 1 else None, widest=schedule.num_steps)
+    lines.append(
+        f"{schedule.scheduler}: {schedule.num_steps} steps, {schedule.num_cells} cells, "
+        f"max width {schedule.max_width}, {schedule.num_devices} device(s)"
+    )
+    return "\n".join(lines)
+
+
+def grid_rows(
+    graph: CellGraph,
+    step_of: Mapping[Cell, int],
+    max_segments: int = 48,
+    *,
+    max_layers: int | None = None,
+    marked: Collection[Cell] = (),
+    device_of: Mapping[Cell, int] | None = None,
+    widest: int = 0,
+) -> list[str]:
+    """The grid's lines (header, one row per layer, notes on what is cut) for the numbers in ``step_of``.
+
+    ``render_grid`` and the training grid (one such block per phase) share it; ``device_of`` (if given)
+    labels each row with its device, ``widest`` is the largest number the columns must fit.
+    """
+    layers, segments = _shown_window(graph, max_segments, max_layers, marked)
     marks = {Cell(*cell) for cell in marked if cell in graph}
-    width = max(len(str(schedule.num_steps)), len(str(segments[-1])))
+    width = max(len(str(widest)), len(str(segments[-1])))
 
     def entry(text: str, cell: Cell | None = None) -> str:
         if not marks:
@@ -50,14 +69,22 @@ def render_grid(
     for layer in reversed(layers):
         cells = [Cell(layer, s) for s in segments]
         row = gap.join(entry(str(step_of.get(cell, ".")), cell) for cell in cells)
-        suffix = f"  (device {device_of.get(cells[0], 0)})" if schedule.num_devices > 1 else ""
+        suffix = f"  (device {device_of.get(cells[0], 0)})" if device_of is not None else ""
         lines.append((f"{layer:>9} " + row).rstrip() + suffix)
-    lines += _cut_notes("segments", segments, graph.num_segments) + _cut_notes("layers", layers, graph.num_layers)
-    lines.append(
-        f"{schedule.scheduler}: {schedule.num_steps} steps, {schedule.num_cells} cells, "
-        f"max width {schedule.max_width}, {schedule.num_devices} device(s)"
-    )
-    return "\n".join(lines)
+    return lines + _cut_notes("segments", segments, graph.num_segments) + _cut_notes("layers", layers, graph.num_layers)
+
+
+def _shown_window(
+    graph: CellGraph, max_segments: int, max_layers: int | None, marked: Collection[Cell]
+) -> tuple[range, range]:
+    """The layers and segments a grid shows: the first ones, or a window around the first marked cell."""
+    for name, limit in (("max_segments", max_segments), ("max_layers", max_layers)):
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ScheduleError(f"{name} must be a positive integer, got {limit!r}")
+    focus = next((Cell(*cell) for cell in marked if cell in graph), None)
+    segments = _window(graph.num_segments, max_segments, focus.segment if focus else None)
+    layers = _window(graph.num_layers, max_layers or graph.num_layers, focus.layer if focus else None)
+    return layers, segments
 
 
 def grid_note(schedule: Schedule, graph: CellGraph, cells: Collection[Cell]) -> str:
@@ -75,9 +102,10 @@ def _window(total: int, limit: int, focus: int | None) -> range:
 
 
 def _placement(
-    schedule: Schedule, graph: CellGraph, layers: range, segments: range
+    schedule: Schedule, graph: CellGraph, window: tuple[range, range]
 ) -> tuple[dict[Cell, int], dict[Cell, int]]:
     """Step and device of every cell inside the window; cells outside the graph are skipped, not trusted."""
+    layers, segments = window
     step_of: dict[Cell, int] = {}
     device_of: dict[Cell, int] = {}
     for index, step in enumerate(schedule.steps):

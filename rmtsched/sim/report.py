@@ -38,14 +38,14 @@ def run_record(study: Study, run: StudyRun) -> dict[str, Any]:
     }
 
 
-def _time(seconds: float) -> str:
+def format_time(seconds: float) -> str:
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
         if seconds >= scale:
             return f"{seconds / scale:.3f} {unit}"
     return f"{seconds * 1e9:.1f} ns"
 
 
-def _bytes(num_bytes: float) -> str:
+def format_bytes(num_bytes: float) -> str:
     return f"{num_bytes / 1e9:.2f} GB" if num_bytes >= 1e8 else f"{num_bytes / 1e6:.2f} MB"
 
 
@@ -56,11 +56,12 @@ def format_table(study: Study, compare: bool) -> str:
         f"{spec.name} on {study.hardware.name}: {study.seq_len:,} tokens = {graph.num_segments:,} segments of "
         f"{spec.segment_len} (+{spec.mem_tokens} memory tokens) x {graph.num_layers} layers = "
         f"{graph.num_cells:,} cells{f', batch {study.batch_size}' if study.batch_size > 1 else ''}; engine "
-        f"{study.engine}; runtime {study.hardware.runtime or '-'}; memory {_bytes(study.hardware.memory_bytes)}/device"
+        f"{study.engine}; runtime {study.hardware.runtime or '-'}; "
+        f"memory {format_bytes(study.hardware.memory_bytes)}/device"
     )
     state = (
-        f"recurrent state {_bytes(study.memory_state_bytes)} vs full attention's KV cache "
-        f"{_bytes(study.kv_cache_bytes)}"
+        f"recurrent state {format_bytes(study.memory_state_bytes)} vs full attention's KV cache "
+        f"{format_bytes(study.kv_cache_bytes)}"
     )
     columns = ["schedule", "devices", "steps", "makespan", "util", "bubble", "peak mem", "fits"]
     if compare:
@@ -72,10 +73,10 @@ def format_table(study: Study, compare: bool) -> str:
             run.schedule,
             str(record["devices"]),
             f"{record['steps']:,}",
-            _time(record["makespan_s"]),
+            format_time(record["makespan_s"]),
             f"{100 * record['utilization']:.1f}%",
             f"{100 * record['bubble_fraction']:.1f}%",
-            _bytes(record["peak_memory_bytes"]),
+            format_bytes(record["peak_memory_bytes"]),
             "yes" if run.fits_in_memory else "NO",
         ]
         if compare:
@@ -88,4 +89,4 @@ def format_table(study: Study, compare: bool) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["format_table", "run_record"]
+__all__ = ["format_bytes", "format_table", "format_time", "run_record"]

@@ -8,6 +8,7 @@ from rmtsched.backends.torch.models import DTYPES, build_model, parse_dtype, reg
 from rmtsched.backends.torch.params import init_params, param_shapes
 from rmtsched.backends.torch.rmt import RMTModel
 from rmtsched.backends.torch.rowmm import RowMatmul
+from rmtsched.backends.torch.train_executor import TrainResult, TrainStats, train_gradients, train_step
 
 __all__ = [
     "DTYPES",
@@ -17,6 +18,8 @@ __all__ = [
     "RMTModel",
     "RowMatmul",
     "StepRunner",
+    "TrainResult",
+    "TrainStats",
     "build_model",
     "contiguous_runs",
     "execute",
@@ -24,4 +27,6 @@ __all__ = [
     "param_shapes",
     "parse_dtype",
     "register_model_family",
+    "train_gradients",
+    "train_step",
 ]
