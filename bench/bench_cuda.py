@@ -1,7 +1,8 @@
 """CUDA benchmark: ARMT diagonal vs sequential vs full attention on one GPU, exact and batched, graphs on and off.
 
 For each input length, every variant runs once untimed (warm-up: probes, Triton compiles, CUDA graph
-captures), then ``--repeats`` timed runs, each ended by a device sync (median reported):
+captures; its outputs are kept for the checks), then ``--repeats`` timed runs, each ended by a device
+sync (median reported); a variant's graphs are freed after it, so each peak counts its own buffers only:
 
   full-attention               the same LLaMA weights, no memory, causal SDPA over the input (one chunk
                                unless --fa-chunk), cuBLAS GEMMs: the paper's baseline
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rmtsched.backends.torch import build_model, execute, grouped_gemm, rowmm
+from rmtsched.backends.torch import build_model, cuda_graphs, execute, grouped_gemm, rowmm
 from rmtsched.backends.torch.base import StackedModel
 from rmtsched.backends.torch.full_attention import full_attention_forward
 from rmtsched.backends.torch.models import parse_dtype
@@ -71,34 +72,38 @@ VARIANTS = (
 
 def run_variant(
     variant: Variant, models: dict[str, StackedModel], inputs: torch.Tensor, plans: dict[str, Schedule],
-    repeats: int, fa_chunk: int | None,
+    repeats: int, fa_chunk: int,
 ) -> dict[str, object]:
-    """Warm up, time ``repeats`` runs, and keep the last run's outputs (a list of segment or chunk outputs)."""
+    """One untimed warm-up run (probes, compiles, graph captures) whose outputs are kept on the host for the
+    checks, then ``repeats`` timed runs; peak memory is that of the timed runs (weights included)."""
     model = models[variant.gemm]
     device = inputs.device
     outputs: list[torch.Tensor] = []
 
     def run(index: int) -> None:
-        keep = outputs.append if index == repeats - 1 else None
+        keep = (lambda _, out: outputs.append(out)) if index < 0 else None
         if variant.schedule == "full-attention":
-            full_attention_forward(model, inputs, chunk_tokens=fa_chunk,
-                                   on_output=None if keep is None else lambda _, out: keep(out))
+            full_attention_forward(model, inputs, chunk_tokens=fa_chunk, on_output=keep)
         else:
             execute(model, inputs, plans[variant.schedule], validate=False, collect_outputs=False,
-                    on_segment_output=None if keep is None else lambda _, out: keep(out),
-                    cuda_graphs=variant.graphs)
+                    on_segment_output=keep, cuda_graphs=variant.graphs)
 
-    run(-1)  # warm-up: probes, compiles, captures
+    run(-1)
+    outputs = [out.cpu() for out in outputs]  # off the device, so they weigh on no later peak
     if device.type == "cuda":
         synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     timing = time_calls({variant.name: run}, repeat=repeats, device=device)[variant.name]
-    tokens = int(inputs.shape[1])
     record: dict[str, object] = {"variant": variant.name, "runs_s": list(timing.runs_s), "median_s": timing.median_s,
-                                 "tokens_per_s": tokens / timing.median_s}
+                                 "tokens_per_s": int(inputs.shape[1]) / timing.median_s}
     if device.type == "cuda":
         record["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)
-    record["outputs"] = outputs  # removed before the record is written
+    if variant.graphs:
+        graphs = cuda_graphs.graphs_for(model, int(inputs.shape[0]))
+        record["graphs"] = {"captured": graphs.captured, "replays": graphs.replays}
+        cuda_graphs.release(model)  # free its buffers before the next variant's peak is measured
+        torch.cuda.empty_cache()
+    record["outputs"] = outputs  # dropped once the checks have used them
     return record
 
 
@@ -171,7 +176,7 @@ def bench_length(
             print(f"{seq_len:>7} {variant.name:26s} skipped: time budget spent", flush=True)
             continue
         try:
-            record = run_variant(variant, models, inputs, plans, args.repeats, args.fa_chunk or None)
+            record = run_variant(variant, models, inputs, plans, args.repeats, args.fa_chunk or seq_len)
         except torch.cuda.OutOfMemoryError as error:
             record = {"variant": variant.name, "error": f"out of memory: {str(error).splitlines()[0]}"}
             torch.cuda.empty_cache()

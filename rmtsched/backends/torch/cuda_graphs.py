@@ -214,5 +214,10 @@ def graphs_for(model: RecurrentModel, batch_size: int) -> StepGraphs:
     return per_batch[batch_size]
 
 
+def release(model: RecurrentModel) -> None:
+    """Forget the CUDA step graphs kept with ``model`` (their buffers are freed once nothing else holds them)."""
+    _BY_MODEL.pop(model, None)
+
+
 def _describe(state: LayerState) -> dict[str, str]:
     return {name: f"{list(t.shape)} {t.dtype}" for name, t in state.items()}
