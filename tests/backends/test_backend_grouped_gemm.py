@@ -85,15 +85,15 @@ def test_row_bits_do_not_depend_on_the_group_count_in_the_interpreter(dtype: tor
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.cuda
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @needs_triton
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_row_bits_do_not_depend_on_the_group_count_on_cuda(dtype: torch.dtype) -> None:
     _row_invariance_cases(dtype, seed=1)
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @needs_triton
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("offset", [1, 3, 8])
 def test_a_misaligned_row_gets_the_aligned_rows_bits_on_cuda(offset: int) -> None:
     generator = torch.Generator().manual_seed(offset)
