@@ -39,6 +39,7 @@ from rmtsched.backends.torch.base import StackedModel
 from rmtsched.backends.torch.full_attention import full_attention_forward
 from rmtsched.backends.torch.models import parse_dtype
 from rmtsched.backends.torch.timing import synchronize, time_calls
+from rmtsched.errors import RunFailure
 from rmtsched.fileio import atomic_write_text, check_writable
 from rmtsched.sched import Schedule, graph_for_tokens, make_schedule
 from rmtsched.sim.study import run_study
@@ -177,9 +178,11 @@ def bench_length(
             continue
         try:
             record = run_variant(variant, models, inputs, plans, args.repeats, args.fa_chunk or seq_len)
-        except torch.cuda.OutOfMemoryError as error:
-            record = {"variant": variant.name, "error": f"out of memory: {str(error).splitlines()[0]}"}
-            torch.cuda.empty_cache()
+        except (torch.cuda.OutOfMemoryError, RunFailure) as error:
+            record = {"variant": variant.name, "error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
+            cuda_graphs.release(models[variant.gemm])
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
         records[variant.name] = record
         print(_line(seq_len, record), flush=True)
     checks(records)

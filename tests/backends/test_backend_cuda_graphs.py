@@ -16,6 +16,7 @@ from backend_helpers import build_model, execute, random_inputs
 
 from rmtsched.backends.torch import cuda_graphs
 from rmtsched.backends.torch.cuda_graphs import CudaGraphsError, GraphStepRunner, StepGraphs
+from rmtsched.backends.torch.timing import time_schedule
 from rmtsched.errors import RunFailure
 from rmtsched.sched import Cell, Schedule, Step, graph_for_tokens, make_schedule
 from rmtsched.specs.model import ModelSpec
@@ -163,3 +164,15 @@ def test_cuda_graph_replays_are_bit_identical_to_eager(family: str, dtype: torch
             assert _same_state(eager.final_state, run.final_state), f"{family}/{dtype}/{gemm}/{name}"
     graphs = cuda_graphs.graphs_for(model, 2)
     assert graphs.replays > 0 and isinstance(graphs.capture, cuda_graphs.CudaGraphCapture)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_timed_runs_with_cuda_graphs_replay_every_step() -> None:
+    model = build_model(SPEC, seed=13, dtype=torch.bfloat16, device="cuda")
+    inputs = random_inputs(SPEC, 1, 9 * SPEC.segment_len + 2, seed=14).cuda()
+    schedule = make_schedule(graph_for_tokens(SPEC, inputs.shape[1]), "diagonal")
+    timings = time_schedule(model, inputs, {"diagonal": schedule}, repeat=2, cuda_graphs=True)
+    graphs = cuda_graphs.graphs_for(model, 1)
+    assert len(timings["diagonal"].runs_s) == 2
+    assert graphs.replays >= 2 * schedule.num_steps - graphs.captured  # the warm-up prefix captured the shapes

@@ -71,18 +71,20 @@ def time_calls(
     return {name: Timing(tuple(values)) for name, values in runs.items()}
 
 
-def warm_up(model: RecurrentModel, inputs: torch.Tensor, schedule: Schedule) -> None:
+def warm_up(model: RecurrentModel, inputs: torch.Tensor, schedule: Schedule, *, cuda_graphs: bool = False) -> None:
     """Run the same scheduler on a short prefix of ``inputs`` (L + 1 segments plus the short tail), untimed.
 
     That covers every step width and token count the full run will use, so ``RowMatmul``'s one-time
-    probes, the allocator and the thread pools are ready before anything is timed.
+    probes, the allocator and the thread pools are ready before anything is timed (and, with
+    ``cuda_graphs``, the step shapes are captured).
     """
     from rmtsched.backends.torch.executor import execute, model_graph  # here: the executor imports synchronize
 
     graph = warmup_graph(model_graph(model, int(inputs.shape[1])))
     options = {"max_width": schedule.options.get("max_width"), "num_devices": schedule.num_devices}
     prefix = inputs[:, : sum(graph.segment_tokens)]
-    execute(model, prefix, make_schedule(graph, schedule.scheduler, **options), collect_outputs=False)
+    execute(model, prefix, make_schedule(graph, schedule.scheduler, **options), collect_outputs=False,
+            cuda_graphs=cuda_graphs)
 
 
 def time_schedule(
@@ -95,13 +97,15 @@ def time_schedule(
     clock: Clock = time.perf_counter,
     outputs: OutputsOf | None = None,
     after_each: Callable[[], None] | None = None,
+    cuda_graphs: bool = False,
 ) -> dict[str, Timing]:
     """Time each of ``schedules`` on ``model`` over ``inputs`` (token ids ``[B, N]`` or embeddings).
 
     Every schedule is validated once up front; the timed runs skip validation (the simulator does not
     model it either). ``warmup`` first runs each scheduler on a short prefix, untimed. ``outputs(name,
     index)`` gives run ``index`` of ``name`` its segment-output callback (hashing, collecting); nothing
-    else is kept. Returns each schedule's timed runs.
+    else is kept. ``cuda_graphs`` runs every step through captured CUDA graphs (``execute``'s option).
+    Returns each schedule's timed runs.
     """
     from rmtsched.backends.torch.executor import execute, model_graph  # here: the executor imports synchronize
 
@@ -110,11 +114,12 @@ def time_schedule(
         validate_schedule(schedule, graph)
     if warmup:
         for schedule in schedules.values():
-            warm_up(model, inputs, schedule)
+            warm_up(model, inputs, schedule, cuda_graphs=cuda_graphs)
 
     def call(name: str, index: int) -> None:
         callback = outputs(name, index) if outputs is not None else None
-        execute(model, inputs, schedules[name], validate=False, on_segment_output=callback, collect_outputs=False)
+        execute(model, inputs, schedules[name], validate=False, on_segment_output=callback, collect_outputs=False,
+                cuda_graphs=cuda_graphs)
 
     calls = {name: (lambda index, name=name: call(name, index)) for name in schedules}
     return time_calls(calls, repeat=repeat, device=getattr(model, "device", None), clock=clock, after_each=after_each)
