@@ -16,7 +16,7 @@ from backend_helpers import build_model, execute, random_inputs
 
 from rmtsched.backends.torch import cuda_graphs
 from rmtsched.backends.torch.cuda_graphs import CudaGraphsError, GraphStepRunner, StepGraphs
-from rmtsched.backends.torch.timing import time_schedule
+from rmtsched.backends.torch.timing import time_schedule, warm_up
 from rmtsched.errors import RunFailure
 from rmtsched.sched import Cell, Schedule, Step, graph_for_tokens, make_schedule
 from rmtsched.specs.model import ModelSpec
@@ -121,6 +121,18 @@ def test_final_state_and_given_state_are_not_shared_with_the_graphs() -> None:
     assert _same_state(eager_second.final_state, second.final_state)
 
 
+def test_the_warm_up_prefix_captures_every_step_shape_of_the_timed_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = build_model(SPEC, seed=13, matmul="rows")
+    graphs = StepGraphs(model, 1, capture=RecordingCapture())
+    monkeypatch.setattr(cuda_graphs, "graphs_for", lambda *_: graphs)  # CPU: the recording capture stands in
+    inputs = random_inputs(SPEC, 1, 9 * SPEC.segment_len + 2, seed=14)
+    schedule = make_schedule(graph_for_tokens(SPEC, inputs.shape[1]), "diagonal")
+    warm_up(model, inputs, schedule, cuda_graphs=True)
+    captured, replays = graphs.captured, graphs.replays
+    time_schedule(model, inputs, {"diagonal": schedule}, repeat=2, warmup=False, cuda_graphs=True)
+    assert graphs.captured == captured and graphs.replays == replays + 2 * schedule.num_steps
+
+
 def test_graphs_refuse_another_batch_model_or_device() -> None:
     model = build_model(SPEC, seed=7)
     inputs = random_inputs(SPEC, 2, 2 * SPEC.segment_len, seed=8)
@@ -175,4 +187,4 @@ def test_timed_runs_with_cuda_graphs_replay_every_step() -> None:
     timings = time_schedule(model, inputs, {"diagonal": schedule}, repeat=2, cuda_graphs=True)
     graphs = cuda_graphs.graphs_for(model, 1)
     assert len(timings["diagonal"].runs_s) == 2
-    assert graphs.replays >= 2 * schedule.num_steps - graphs.captured  # the warm-up prefix captured the shapes
+    assert graphs.replays >= 2 * schedule.num_steps  # the warm-up prefix captured every shape: timed runs replay
