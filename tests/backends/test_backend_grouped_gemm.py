@@ -64,7 +64,7 @@ def _check_rows_invariant(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | No
 def _row_invariance_cases(dtype: torch.dtype, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     for width in WIDTHS:
-        for m, k, n in ((1, 5, 3), (19, 70, 33), (64, 32, 65)):
+        for m, k, n in ((1, 5, 3), (19, 70, 33), (64, 32, 65), (600, 40, 140)):  # the last: several tile bands
             # a transposed weight slice of a stack, as RowMatmul.linear passes it
             weight = _randn(generator, width + 1, n, k, dtype=dtype)[1:]
             _check_rows_invariant(_randn(generator, width, 1, m, k, dtype=dtype),

@@ -91,7 +91,7 @@ def grouped_gemm(
         a, b, out, m, n, g2,
         *a.stride(), *b.stride(), *out.stride(),
         K=k, ACCUMULATE=accumulate, PRECISION=_precision(a.dtype),
-        BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=tiles.block_k,
+        BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=tiles.block_k, SWIZZLE=8,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
     return out
@@ -138,7 +138,7 @@ def _kernel():  # a triton.JITFunction: triton is imported only here
         a_ptr, b_ptr, c_ptr, M, N, G2,
         sa1, sa2, sam, sak, sb1, sb2, sbk, sbn, sc1, sc2, scm, scn,
         K: tl.constexpr, ACCUMULATE: tl.constexpr, PRECISION: tl.constexpr,
-        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SWIZZLE: tl.constexpr,
     ):
         # K is a compile-time constant (a model has a handful of inner sizes): the k loop's trip count is known,
         # and Triton 3.6's CPU interpreter cannot loop over a run-time scalar with numpy >= 2.4.
@@ -147,9 +147,16 @@ def _kernel():  # a triton.JITFunction: triton is imported only here
         group = tl.program_id(1).to(tl.int64)
         g1 = group // G2
         g2 = group % G2
+        # Tiles in bands of SWIZZLE row blocks, column by column, so that programs running at once share
+        # b's column blocks in L2 (the order changes no tile's arithmetic).
+        tiles_m = tl.cdiv(M, BLOCK_M)
         tiles_n = tl.cdiv(N, BLOCK_N)
-        rows = (tile // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)
-        cols = (tile % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+        band = tile // (SWIZZLE * tiles_n)
+        band_rows = tl.minimum(tiles_m - band * SWIZZLE, SWIZZLE)
+        within = tile % (SWIZZLE * tiles_n)
+        # 64-bit offsets: one group's rows x row stride can pass 2^31 (131k tokens x a 16k-wide output).
+        rows = ((band * SWIZZLE + within % band_rows) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+        cols = ((within // band_rows) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
         ks = tl.arange(0, BLOCK_K)
         a_tile = a_ptr + g1 * sa1 + g2 * sa2 + rows[:, None] * sam + ks[None, :] * sak
         b_tile = b_ptr + g1 * sb1 + g2 * sb2 + ks[:, None] * sbk + cols[None, :] * sbn
