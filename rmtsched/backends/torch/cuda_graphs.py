@@ -170,16 +170,19 @@ class GraphStepRunner(StepRunner):
             return finished
         return [(segment, hidden.clone()) for segment, hidden in finished]
 
-    def forward_runs(self, runs: list[list[Cell]], inputs: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    def forward_runs(
+        self, runs: list[list[Cell]], inputs: list[list[torch.Tensor]]
+    ) -> list[tuple[torch.Tensor, ...]]:
         key = step_key(runs, inputs)
         step = self.graphs.steps.get(key)
         self._replayed = step is not None
+        self.forward_calls += len(runs)
         if step is None:
-            return self.graphs.first_run(key, runs, inputs)
+            return [out.unbind(0) for out in self.graphs.first_run(key, runs, inputs)]
         self._copy_out_views(key)
         outputs = self.graphs.replay(step, inputs)
         self._views[key] = [cell for run in runs for cell in run]
-        return outputs
+        return [out.unbind(0) for out in outputs]
 
     def _copy_out_views(self, key: StepKey) -> None:
         """Copy out this graph's outputs still waiting for a consumer: its next replay overwrites them."""

@@ -118,9 +118,8 @@ class StepRunner:
         finished: list[tuple[int, torch.Tensor]] = []
         runs = contiguous_runs(cells, self.segment_tokens)
         inputs = [[self._cell_input(cell) for cell in run] for run in runs]  # no cell feeds another in a step
-        for run, out in zip(runs, self.forward_runs(runs, inputs), strict=True):
-            self.forward_calls += 1
-            for cell, row in zip(run, out.unbind(0), strict=True):
+        for run, outputs in zip(runs, self.forward_runs(runs, inputs), strict=True):
+            for cell, row in zip(run, outputs, strict=True):
                 if cell.layer != self.last_layer:
                     self.live[cell] = row
                     continue
@@ -130,15 +129,18 @@ class StepRunner:
         self.peak_live = max(self.peak_live, len(self.live))
         return finished
 
-    def forward_runs(self, runs: list[list[Cell]], inputs: list[list[torch.Tensor]]) -> list[torch.Tensor]:
-        """One ``forward_layers`` call per run on its cells' inputs, stacked ``[w, B, n, d]``; the outputs.
-
-        ``cuda_graphs.GraphStepRunner`` replays a captured graph of the whole step here instead.
+    def forward_runs(
+        self, runs: list[list[Cell]], inputs: list[list[torch.Tensor]]
+    ) -> list[tuple[torch.Tensor, ...]]:
+        """Each run's cells' outputs ``[B, n, d]``, in the run's order: one ``forward_layers`` call per run on
+        its inputs stacked ``[w, B, n, d]``. ``cuda_graphs.GraphStepRunner`` replays a captured step instead.
         """
         outputs = []
         for run, rows in zip(runs, inputs, strict=True):
             hidden = rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)
-            outputs.append(self.model.forward_layers(hidden, range(run[0].layer, run[-1].layer + 1), self.state))
+            layers = range(run[0].layer, run[-1].layer + 1)
+            outputs.append(self.model.forward_layers(hidden, layers, self.state).unbind(0))
+            self.forward_calls += 1
         return outputs
 
     def result_state(self) -> LayerState:
