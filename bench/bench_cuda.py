@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     models = build_models(spec, dtype, device)
     header = {"model": args.model, "segment_len": spec.segment_len, "mem_tokens": spec.mem_tokens,
               "dtype": args.dtype, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-              "torch": torch.__version__, "grouped_gemm": grouped_gemm.available() and device.type == "cuda",
+              "torch": torch.__version__, "grouped_gemm": device.type == "cuda" and grouped_gemm.available(),
               "repeats": args.repeats, "build_s": time.monotonic() - started}
     print(json.dumps(header), flush=True)
     results = []

@@ -49,8 +49,15 @@ def tile_config(m: int, n: int, k: int, dtype: torch.dtype) -> TileConfig:
 
 @functools.cache
 def available() -> bool:
-    """Whether Triton can be imported (it is an optional dependency: CUDA machines usually have it)."""
-    return importlib.util.find_spec("triton") is not None
+    """Whether Triton imports (an optional dependency: CUDA machines usually have it). Asked only for CUDA
+    operands, so a CPU-only process never imports it."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    try:
+        import triton  # noqa: F401
+    except Exception:  # a broken install counts as none: "auto" then probes cuBLAS as before
+        return False
+    return True
 
 
 def applies(*operands: torch.Tensor) -> bool:
