@@ -39,11 +39,11 @@ for name in ("triton", "simpy", "networkx", "hypothesis", "safetensors", "tqdm")
     print(f"{name} {version}")
 EOF
 
-step 170 $py -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest_cuda.log"
+step 200 $py -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tee "$OUT/pytest_cuda.log"
 step 60 $py -m rmtsched verify --model armt-small --seq-len 2048 --device cuda --dtype fp32 2>&1 \
     | tee "$OUT/verify_fp32.txt"
-step 320 $py bench/bench_cuda.py --model armt-llama-1b --seq-lens 131072,65536,32768 --segment-len 1024 \
-    --mem-tokens 128 --dtype bf16 --repeats 2 --budget-s 260 --hardware h200 --json "$OUT/bench_cuda.json" 2>&1 \
+step 300 $py bench/bench_cuda.py --model armt-llama-1b --seq-lens 131072,65536,32768 --segment-len 1024 \
+    --mem-tokens 128 --dtype bf16 --repeats 2 --budget-s 240 --hardware h200 --json "$OUT/bench_cuda.json" 2>&1 \
     | tee "$OUT/bench_cuda.log"
 
 if [[ "${CALIBRATE:-0}" == 1 ]]; then

@@ -83,7 +83,7 @@ def test_row_bits_do_not_depend_on_the_group_count_in_the_interpreter(dtype: tor
     _row_invariance_cases(dtype, seed=0)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # fp16 takes bf16's path: fewer compiles
 @pytest.mark.cuda
 @needs_triton
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
