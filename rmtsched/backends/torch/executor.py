@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,6 +22,9 @@ from rmtsched.backends.torch.timing import synchronize
 from rmtsched.errors import ScheduleError
 from rmtsched.sched import Cell, CellGraph, Schedule, build_cell_graph, split_segments
 from rmtsched.sched import validate as validate_schedule
+
+if TYPE_CHECKING:
+    from rmtsched.backends.torch.cuda_graphs import StepGraphs
 
 SegmentCallback = Callable[[int, torch.Tensor], None]
 StepHook = Callable[[int, str], None]  # (step index, "start" or "end")
@@ -112,13 +116,10 @@ class StepRunner:
     def run_step(self, cells: Iterable[Cell]) -> list[tuple[int, torch.Tensor]]:
         """Run one step; return ``(segment, raw last-layer output)`` for its last-layer cells."""
         finished: list[tuple[int, torch.Tensor]] = []
-        for run in contiguous_runs(cells, self.segment_tokens):
-            rows = [self._cell_input(cell) for cell in run]
-            hidden = rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)
-            layers = range(run[0].layer, run[-1].layer + 1)
-            out = self.model.forward_layers(hidden, layers, self.state)
-            self.forward_calls += 1
-            for cell, row in zip(run, out.unbind(0), strict=True):
+        runs = contiguous_runs(cells, self.segment_tokens)
+        inputs = [[self._cell_input(cell) for cell in run] for run in runs]  # no cell feeds another in a step
+        for run, outputs in zip(runs, self.forward_runs(runs, inputs), strict=True):
+            for cell, row in zip(run, outputs, strict=True):
                 if cell.layer != self.last_layer:
                     self.live[cell] = row
                     continue
@@ -127,6 +128,24 @@ class StepRunner:
                     self.live[cell] = row
         self.peak_live = max(self.peak_live, len(self.live))
         return finished
+
+    def forward_runs(
+        self, runs: list[list[Cell]], inputs: list[list[torch.Tensor]]
+    ) -> list[tuple[torch.Tensor, ...]]:
+        """Each run's cells' outputs ``[B, n, d]``, in the run's order: one ``forward_layers`` call per run on
+        its inputs stacked ``[w, B, n, d]``. ``cuda_graphs.GraphStepRunner`` replays a captured step instead.
+        """
+        outputs = []
+        for run, rows in zip(runs, inputs, strict=True):
+            hidden = rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)
+            layers = range(run[0].layer, run[-1].layer + 1)
+            outputs.append(self.model.forward_layers(hidden, layers, self.state).unbind(0))
+            self.forward_calls += 1
+        return outputs
+
+    def result_state(self) -> LayerState:
+        """The per-layer state to hand back when the run ends."""
+        return self.state
 
     def _cell_input(self, cell: Cell) -> torch.Tensor:
         if cell.layer > 0:
@@ -179,6 +198,7 @@ def execute(
     collect_outputs: bool = True,
     state: LayerState | None = None,
     on_step: StepHook | None = None,
+    cuda_graphs: bool | StepGraphs = False,
 ) -> ExecutionResult:
     """Run ``schedule`` on ``model`` over ``inputs`` (token ids ``[B, N]`` or embeddings ``[B, N, d]``).
 
@@ -186,7 +206,9 @@ def execute(
     ``collect_outputs=False`` nothing else is kept (streaming). ``validate=False`` skips the schedule
     check (only for tests that show what an invalid schedule does). ``on_step(index, "start" | "end")``
     brackets each step's work (``rmtsched.sim.trace.StepRecorder`` times a run with it). Runs under
-    ``inference_mode``.
+    ``inference_mode``. ``cuda_graphs=True`` (a model on CUDA) captures each distinct step shape once as a
+    CUDA graph and replays it, kept with the model across runs; a ``cuda_graphs.StepGraphs`` chooses the
+    cache (and how it captures) explicitly. Outputs are the eager run's bits either way.
     """
     layers = getattr(model, "layers", range(model.num_layers))
     if layers != range(model.num_layers):
@@ -195,7 +217,7 @@ def execute(
     synchronize(device)
     start = time.perf_counter()
     with torch.inference_mode():
-        runner = StepRunner(model, inputs, state)
+        runner = _graph_runner(model, inputs, state, cuda_graphs) if cuda_graphs else StepRunner(model, inputs, state)
         if validate:
             validate_schedule(schedule, model_graph(model, int(inputs.shape[1])))
         delivery = OrderedDelivery(model, on_segment_output, collect_outputs)
@@ -215,4 +237,13 @@ def execute(
         peak_live_activations=runner.peak_live,
         wall_s=time.perf_counter() - start,
     )
-    return ExecutionResult(runner.state, delivery.outputs, delivery.last_hidden, stats)
+    return ExecutionResult(runner.result_state(), delivery.outputs, delivery.last_hidden, stats)
+
+
+def _graph_runner(
+    model: RecurrentModel, inputs: torch.Tensor, state: LayerState | None, graphs: bool | StepGraphs
+) -> StepRunner:
+    from rmtsched.backends.torch.cuda_graphs import GraphStepRunner, StepGraphs, graphs_for
+
+    chosen = graphs if isinstance(graphs, StepGraphs) else graphs_for(model, int(inputs.shape[0]))
+    return GraphStepRunner(model, inputs, state, chosen)

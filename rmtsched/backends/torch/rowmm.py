@@ -4,16 +4,22 @@
 (one layer's cell per row) in one of three modes: "rows" (the canonical per-row call on 64-byte-aligned
 operands, at one intra-op thread where a layout's bits depend on the thread count), "batched" (one call),
 or "auto" (one call only where a cached one-time probe of that exact call signature reproduced the
-canonical bits). Why each rule exists, what was measured and which tests prove it: docs/exactness.md.
+canonical bits). On CUDA with Triton installed, "auto" runs its GEMMs (not attention) at every width
+through ``grouped_gemm``, a kernel that is batch-invariant by construction, so no row loops; its bits are
+then its own, not cuBLAS's ("rows" mode keeps cuBLAS). ``RMTSCHED_GROUPED_GEMM=0`` or
+``set_grouped_gemm(False)`` turns that off. Why each rule exists, what was measured and which tests prove
+it: docs/exactness.md.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from rmtsched.backends.torch import grouped_gemm
 from rmtsched.backends.torch.threads import intra_op_threads
 
 # Modes: "rows" (always canonical per-row calls: exact by construction), "batched" (always one call:
@@ -25,9 +31,22 @@ ALIGN_BYTES = 64
 _PROBE_ELEMENTS = 1 << 14
 _PROBE_MAX_ELEMENTS = 1 << 26  # larger operands are not probed (their rows are big enough to run alone)
 # How a call of one exact layout runs, decided once per process: one batched call, the canonical per-row
-# calls, or the per-row calls with one intra-op thread (a thread-sensitive row layout).
-FLAT, ROWS, ROWS_ONE_THREAD = "flat", "rows", "rows/1-thread"
+# calls, the per-row calls with one intra-op thread (a thread-sensitive row layout), or the batch-invariant
+# grouped GEMM (CUDA, "auto" mode).
+FLAT, ROWS, ROWS_ONE_THREAD, GROUPED = "flat", "rows", "rows/1-thread", "grouped"
 _plans: dict[tuple, str] = {}
+_grouped_enabled = os.environ.get("RMTSCHED_GROUPED_GEMM", "1") != "0"
+
+
+def set_grouped_gemm(enabled: bool) -> None:
+    """Let "auto" mode use the Triton grouped GEMM on CUDA (the default) or not (cuBLAS, probed per layout).
+
+    Forgets every cached plan, so change it between runs, not inside one: a run must make one choice for
+    all its step widths to stay bit-exact.
+    """
+    global _grouped_enabled
+    _grouped_enabled = bool(enabled)
+    _plans.clear()
 _thread_verdicts: dict[tuple, bool] = {}  # per row layout, so every step width shares one probe
 
 
@@ -93,6 +112,8 @@ class RowMatmul:
             plan = _plans[key] = self._plan(name, threads, per_row, flat, operands)
         if plan == FLAT:
             return flat(*operands)
+        if plan == GROUPED:
+            return _GROUPED[name](*operands)
         if plan == ROWS_ONE_THREAD:
             with intra_op_threads(1):
                 return per_row(*operands)
@@ -103,6 +124,9 @@ class RowMatmul:
     ) -> str:
         if self.mode == "batched":
             return FLAT if len(operands[0]) > 1 else ROWS
+        # Never depends on the width: a width-1 call must take the same kernel as a width-w one.
+        if self.mode == "auto" and name in _GROUPED and _grouped_enabled and grouped_gemm.applies(*operands):
+            return GROUPED
         if threads > 1 and operands[0].device.type == "cpu":
             row_key = (name, threads, *(_row_layout(t) for t in operands))
             if row_key not in _thread_verdicts:
@@ -257,3 +281,21 @@ def _bmm_flat4(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _baddbmm_flat_(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     c.view(-1, *c.shape[2:]).baddbmm_(a.flatten(0, 1), b.flatten(0, 1))
     return c
+
+
+# -- the batch-invariant grouped GEMM (CUDA + Triton) --------------------------------------------------
+def _linear_grouped(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return grouped_gemm.grouped_gemm(a.unsqueeze(1), b.unsqueeze(1)).squeeze(1)
+
+
+def _batched_grouped(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return grouped_gemm.grouped_gemm(a, b)
+
+
+def _accumulate_grouped_(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return grouped_gemm.grouped_gemm(a, b, c, accumulate=True)
+
+
+_GROUPED: dict[str, Callable[..., torch.Tensor]] = {
+    "linear": _linear_grouped, "batched": _batched_grouped, "accumulate": _accumulate_grouped_,
+}

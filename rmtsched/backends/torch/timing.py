@@ -77,18 +77,20 @@ def time_calls(
     return {name: Timing(tuple(values)) for name, values in runs.items()}
 
 
-def warm_up(model: RecurrentModel, inputs: torch.Tensor, schedule: Schedule) -> None:
+def warm_up(model: RecurrentModel, inputs: torch.Tensor, schedule: Schedule, *, cuda_graphs: bool = False) -> None:
     """Run the same scheduler on a short prefix of ``inputs`` (L + 1 segments plus the short tail), untimed.
 
     That covers every step width and token count the full run will use, so ``RowMatmul``'s one-time
-    probes, the allocator and the thread pools are ready before anything is timed.
+    probes, the allocator and the thread pools are ready before anything is timed (and, with
+    ``cuda_graphs``, the step shapes are captured).
     """
     from rmtsched.backends.torch.executor import execute, model_graph  # here: the executor imports synchronize
 
     graph = warmup_graph(model_graph(model, int(inputs.shape[1])))
     options = {"max_width": schedule.options.get("max_width"), "num_devices": schedule.num_devices}
     prefix = inputs[:, : sum(graph.segment_tokens)]
-    execute(model, prefix, make_schedule(graph, schedule.scheduler, **options), collect_outputs=False)
+    execute(model, prefix, make_schedule(graph, schedule.scheduler, **options), collect_outputs=False,
+            cuda_graphs=cuda_graphs)
 
 
 def schedule_calls(
@@ -98,12 +100,14 @@ def schedule_calls(
     *,
     warmup: bool = True,
     outputs: OutputsOf | None = None,
+    cuda_graphs: bool = False,
 ) -> dict[str, Callable[[int], None]]:
     """One call per schedule, ready for ``time_calls``: ``call(index)`` runs the schedule on ``inputs``.
 
     Every schedule is validated once here; the calls skip validation (the simulator does not model it
     either). ``warmup`` first runs each scheduler on a short prefix, untimed. ``outputs(name, index)``
     gives run ``index`` of ``name`` its segment-output callback (hashing, collecting); nothing else is kept.
+    ``cuda_graphs`` runs every step through captured CUDA graphs (``execute``'s option).
     """
     from rmtsched.backends.torch.executor import execute, model_graph  # here: the executor imports synchronize
 
@@ -112,11 +116,12 @@ def schedule_calls(
         validate_schedule(schedule, graph)
     if warmup:
         for schedule in schedules.values():
-            warm_up(model, inputs, schedule)
+            warm_up(model, inputs, schedule, cuda_graphs=cuda_graphs)
 
     def call(name: str, index: int) -> None:
         callback = outputs(name, index) if outputs is not None else None
-        execute(model, inputs, schedules[name], validate=False, on_segment_output=callback, collect_outputs=False)
+        execute(model, inputs, schedules[name], validate=False, on_segment_output=callback, collect_outputs=False,
+                cuda_graphs=cuda_graphs)
 
     return {name: partial(call, name) for name in schedules}
 
@@ -154,11 +159,12 @@ def time_schedule(
     clock: Clock = time.perf_counter,
     outputs: OutputsOf | None = None,
     after_each: Callable[[], None] | None = None,
+    cuda_graphs: bool = False,
 ) -> dict[str, Timing]:
     """Time each of ``schedules`` on ``model`` over ``inputs`` (token ids ``[B, N]`` or embeddings):
     ``schedule_calls`` (validated once, warmed up unless ``warmup`` is False) timed by ``time_calls``.
     Returns each schedule's timed runs."""
-    calls = schedule_calls(model, inputs, schedules, warmup=warmup, outputs=outputs)
+    calls = schedule_calls(model, inputs, schedules, warmup=warmup, outputs=outputs, cuda_graphs=cuda_graphs)
     return time_calls(calls, repeat=repeat, device=getattr(model, "device", None), clock=clock, after_each=after_each)
 
 
