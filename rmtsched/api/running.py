@@ -54,6 +54,7 @@ def run(
     save_outputs_to: Path | str | None = None,
     trace: Path | str | None = None,
     chunk_tokens: int | None = None,
+    cuda_graphs: bool = False,
     progress: bool = False,
     force: bool = False,
     **fields: Any,
@@ -66,8 +67,9 @@ def run(
     more, untimed run, its steps named as in the simulator's trace (path checked first).
 
     ``schedule="full-attention"`` runs the baseline instead: the same LLaMA weights without memory on all N
-    tokens, ``chunk_tokens`` at a time (``api/baseline.py``). A request estimated not to fit this machine
-    is refused (``specs.guard``) unless ``force``.
+    tokens, ``chunk_tokens`` at a time (``api/baseline.py``). ``cuda_graphs`` (CUDA only) replays each step
+    shape from a captured CUDA graph (docs/cuda.md). A request estimated not to fit this machine is refused
+    (``specs.guard``) unless ``force``.
     """
     config = config_with(config, fields)
     config.require_input()
@@ -75,6 +77,9 @@ def run(
                                  chunk_tokens=chunk_tokens, trace=trace)
     resolve_device(config.device, config.dtype_name)  # before anything is built, in this process or the ranks
     in_ranks = devices > 1 and not in_process
+    if cuda_graphs and (config.device != "cuda" or in_ranks or schedule == FULL_ATTENTION):
+        raise SpecError(f"cuda_graphs needs a schedule run in this process on --device cuda: got device "
+                        f"{config.device!r}, schedule {schedule!r}, devices={devices}, in_process={in_process}")
     if save_outputs_to is not None:
         save_outputs_to = check_writable(save_outputs_to, "outputs file")
         if in_ranks:
@@ -112,7 +117,7 @@ def run(
                                      threads_per_process, timeout_s, repeat, warmup))
     else:
         record.update(_run_here(model, token_input.ids, plan, threads_per_process, repeat, warmup, progress,
-                                save_outputs_to, trace))
+                                save_outputs_to, trace, cuda_graphs))
     return _with_flops(record, spec, token_input.ids)
 
 
@@ -134,14 +139,14 @@ def _with_flops(record: dict[str, Any], spec: ModelSpec, ids: torch.Tensor) -> d
 
 
 def _run_here(model: Model, ids: torch.Tensor, plan: Schedule, threads: int | None, repeat: int, warmup: bool,
-              progress: bool, save_to: Path | None, trace: Path | None) -> dict[str, Any]:
+              progress: bool, save_to: Path | None, trace: Path | None, cuda_graphs: bool) -> dict[str, Any]:
     """Every step in this process: timed by ``time_schedule``, each run hashed, outputs kept only to save;
     then, if asked, one more run traced step by step."""
     backend = model.backend
 
     def timed(outputs: Callable[[int], OutputCallback]) -> Timing:
         runs = time_schedule(backend, ids, {plan.scheduler: plan}, repeat=repeat, warmup=warmup,
-                             outputs=lambda name, index: outputs(index))
+                             outputs=lambda name, index: outputs(index), cuda_graphs=cuda_graphs)
         return runs[plan.scheduler]
 
     segments = segment_count(backend, int(ids.shape[1]))
@@ -152,7 +157,7 @@ def _run_here(model: Model, ids: torch.Tensor, plan: Schedule, threads: int | No
             recorder = record_steps(backend, ids, plan)
         recorder.write(plan, trace, name=f"rmtsched run: {model.spec.name} {plan.scheduler}, {ids.shape[1]:,} tokens")
     return {"segments": segments, "schedule": plan.scheduler, "steps": plan.num_steps, "devices": plan.num_devices,
-            **measured, "trace": None if trace is None else str(trace)}
+            **measured, "trace": None if trace is None else str(trace), "cuda_graphs": cuda_graphs}
 
 
 def _run_processes(config: RunConfig, spec: ModelSpec, ids: torch.Tensor, schedule: str, max_width: int | None,
@@ -198,6 +203,8 @@ def pipeline_record(result: PipelineResult) -> dict[str, Any]:
         "output_sha256": result.output_sha256,
         "nonfinite_outputs": result.nonfinite_outputs,
         "saved_outputs": None,
+        "trace": None,
+        "cuda_graphs": False,
         "bubble_fraction": result.bubble_fraction,
         "ideal_bubble_fraction": result.ideal_bubble_fraction,
         "ranks": [

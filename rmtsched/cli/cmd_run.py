@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="write a Chrome/Perfetto trace of one more, untimed run (each step's start and end, its "
                              "cells and width; a device sync per step on CUDA), named as simulate --trace names "
                              "the same schedule's steps; the path is checked before the run")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="on --device cuda: capture each step shape once as a CUDA graph and replay it "
+                             "(outputs bit-identical to eager; docs/cuda.md)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=run)
 
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         run_config(args), schedule=args.schedule, max_width=args.max_width, devices=args.devices,
         in_process=args.in_process, threads_per_process=args.threads_per_process, timeout_s=args.timeout,
         repeat=args.repeat, warmup=args.warmup, save_outputs_to=args.save_outputs, trace=args.trace,
-        chunk_tokens=args.chunk_tokens, progress=show_progress(args), force=args.force,
+        chunk_tokens=args.chunk_tokens, cuda_graphs=args.cuda_graphs, progress=show_progress(args), force=args.force,
     )  # fmt: skip
     print(to_json(record) if args.json else _text(record))
     if record.get("nonfinite_outputs"):

@@ -84,3 +84,11 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys: pytest.CaptureFix
     args = ["--seq-len", "8", "--schedule", "diagonal", "--checkpoint", str(tmp_path / "absent")]
     code, _, err = run_cli(args, capsys)
     assert code == 2 and "absent" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cuda_graphs_need_a_cuda_run_in_this_process(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(["--model", "armt-tiny", "--seq-len", "64", "--schedule", "diagonal", "--cuda-graphs"],
+                             capsys)
+    assert code == 2 and out == "" and "cuda_graphs needs a schedule run in this process on --device cuda" in err
+    record = _json_run(["--model", "armt-tiny", "--seq-len", "64", "--schedule", "diagonal"], capsys)
+    assert record["cuda_graphs"] is False
