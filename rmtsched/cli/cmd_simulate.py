@@ -10,7 +10,7 @@ import math
 import sys
 from pathlib import Path
 
-from rmtsched.cli.args import non_negative_int, positive_int
+from rmtsched.cli.args import add_run_arguments, positive_int, run_config
 from rmtsched.cli.output import to_json
 from rmtsched.fileio import check_writable
 from rmtsched.sched import TrainGraph, available_train_schedulers, graph_for_tokens, make_train_schedule
@@ -22,17 +22,14 @@ from rmtsched.sim.train import BACKWARD_FACTOR, simulate_train
 from rmtsched.sim.workload import with_batch, workload_from_spec
 from rmtsched.specs.guard import check_fits, grid_estimate
 from rmtsched.specs.hardware import HardwareSpec, available_hardware_specs, load_hardware_spec
-from rmtsched.specs.model import ModelSpec, available_model_specs, load_model_spec
+from rmtsched.specs.model import ModelSpec, load_model_spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "simulate", help="simulate schedules of a model on hardware (time, utilisation, memory)"
     )
-    parser.add_argument("--model", required=True, help=f"a JSON model spec file or one of {available_model_specs()}")
-    parser.add_argument("--seq-len", type=positive_int, required=True, help="tokens in the input sequence")
-    parser.add_argument("--segment-len", type=positive_int, default=None, help="tokens per segment T")
-    parser.add_argument("--mem-tokens", type=non_negative_int, default=None, help="memory tokens M")
+    add_run_arguments(parser, checkpoint=False, inputs=False, execution=False)  # --model, --seq-len, spec overrides
     parser.add_argument(
         "--hardware", required=True, help=f"a JSON hardware spec file or one of {available_hardware_specs()}"
     )
@@ -62,9 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = load_model_spec(args.model)
-    changes = {"segment_len": args.segment_len, "mem_tokens": args.mem_tokens}
-    spec = spec.replace(**{name: value for name, value in changes.items() if value is not None})
+    config = run_config(args)
+    spec = load_model_spec(config.model).replace(**config.spec_overrides)
     hardware = load_hardware_spec(args.hardware)
     if args.runtime is not None:
         hardware = hardware.with_runtime(args.runtime)

@@ -42,14 +42,17 @@ non_negative_float = _number_type(float, lambda value: 0 <= value < math.inf, "a
 
 
 def add_run_arguments(
-    parser: argparse.ArgumentParser, *, checkpoint: bool = True, inputs: bool = True, dtype_default: str | None = "fp32"
+    parser: argparse.ArgumentParser, *, checkpoint: bool = True, inputs: bool = True,
+    dtype_default: str | None = "fp32", execution: bool = True,
 ) -> None:
     """The one argparse group of ``RunConfig`` (``rmtsched.specs.run``); ``run_config(args)`` reads it back.
 
-    Used by ``run``, ``verify``, ``compare``, ``generate`` and the torchrun worker. ``checkpoint=False``
+    Used by ``run``, ``verify``, ``compare``, ``generate``, ``simulate`` and the torchrun worker. ``checkpoint=False``
     leaves out ``--checkpoint``/``--init-memory`` (commands that build seeded models only);
     ``inputs=False`` leaves out ``--tokens``/``--text`` and makes ``--seq-len`` required.
     ``dtype_default`` None lets the command choose the dtype per device (compare: bf16 on CUDA).
+    ``execution=False`` leaves out what only a real run needs (``--device``, ``--dtype``, ``--seed``,
+    ``--gemm``): ``simulate`` costs the spec alone.
 
     A command that runs a model (``generate`` too) registers the group and, in its handler, imports
     the API and reads the config back::
@@ -84,6 +87,8 @@ def add_run_arguments(
     group.add_argument("--mem-tokens", type=non_negative_int, default=None, help="memory tokens M (spec override)")
     group.add_argument("--armt-variant", choices=ARMT_VARIANTS, default=None,
                        help="ARMT memory maths (spec override): paper (published checkpoints) or normalized")
+    if not execution:
+        return
     group.add_argument("--device", default="cpu", help=f"one of {sorted(DEVICE_DTYPES)}")
     dtypes = "; ".join(f"{', '.join(names)} on {device}" for device, names in DEVICE_DTYPES.items())
     group.add_argument("--dtype", default=dtype_default,

@@ -35,9 +35,15 @@ def test_the_torch_free_name_lists_match_the_backend() -> None:
     assert {name for names in DEVICE_DTYPES.values() for name in names} == set(DTYPE_NAMES)
 
 
-@pytest.mark.parametrize("command", ["run", "verify", "compare"])
+@pytest.mark.parametrize("command", ["run", "verify", "compare", "generate"])
 def test_every_command_that_runs_a_model_has_the_group(command: str) -> None:
     assert options(subparser(command)) >= SHARED
+
+
+def test_simulate_has_the_group_without_what_only_a_real_run_needs() -> None:
+    real_run_only = {"--device", "--dtype", "--seed", "--gemm"}
+    assert options(subparser("simulate")) >= SHARED - real_run_only
+    assert not real_run_only & options(subparser("simulate"))
 
 
 def test_run_and_verify_take_checkpoints_and_inputs_the_worker_does_not() -> None:
