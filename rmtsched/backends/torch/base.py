@@ -27,9 +27,6 @@ class StackedModel:
     """Base of the built-in models; subclasses define the memory (``forward_layers``, tokens layout)."""
 
     uses_previous_output = False
-    # forward_layers on disjoint layer ranges may run at once (each touches only its own rows of the state):
-    # the executor splits wide CPU steps into parts on separate threads (row_split.py).
-    concurrent_layer_runs = True
 
     def __init__(
         self,

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import torch
 
 from rmtsched.backends.protocol import LayerState, RecurrentModel
-from rmtsched.backends.torch.row_split import part_bounds, run_parts, split_parts
 from rmtsched.backends.torch.timing import synchronize
 from rmtsched.errors import ScheduleError
 from rmtsched.sched import Cell, CellGraph, Schedule, build_cell_graph, split_segments
@@ -115,11 +114,11 @@ class StepRunner:
         finished: list[tuple[int, torch.Tensor]] = []
         for run in contiguous_runs(cells, self.segment_tokens):
             rows = [self._cell_input(cell) for cell in run]
-            parts, threads = split_parts(self.model, len(run))
-            calls = [self._forward_call(run[part], rows[part]) for part in part_bounds(len(run), parts)]
-            outs = run_parts(calls, threads) if parts > 1 else [calls[0]()]
-            self.forward_calls += len(calls)
-            for cell, row in zip(run, (row for out in outs for row in out.unbind(0)), strict=True):
+            hidden = rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)
+            layers = range(run[0].layer, run[-1].layer + 1)
+            out = self.model.forward_layers(hidden, layers, self.state)
+            self.forward_calls += 1
+            for cell, row in zip(run, out.unbind(0), strict=True):
                 if cell.layer != self.last_layer:
                     self.live[cell] = row
                     continue
@@ -128,16 +127,6 @@ class StepRunner:
                     self.live[cell] = row
         self.peak_live = max(self.peak_live, len(self.live))
         return finished
-
-    def _forward_call(self, run: list[Cell], rows: list[torch.Tensor]) -> Callable[[], torch.Tensor]:
-        """One ``forward_layers`` call on the consecutive-layer cells ``run`` with inputs ``rows``, deferred."""
-        layers = range(run[0].layer, run[-1].layer + 1)
-
-        def call() -> torch.Tensor:
-            hidden = rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)
-            return self.model.forward_layers(hidden, layers, self.state)
-
-        return call
 
     def _cell_input(self, cell: Cell) -> torch.Tensor:
         if cell.layer > 0:
