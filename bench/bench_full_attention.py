@@ -1,6 +1,7 @@
 """Full attention vs sequential vs diagonal ARMT on this CPU, measured, with the simulator's prediction beside each.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_full_attention.py [--hardware hw.json] [--lengths 4096 8192 ...] [--threads 1]
+    PYTHONPATH=. .venv/bin/python bench/bench_full_attention.py [--hardware hw.json] [--threads 1]
+        [--lengths 4096 8192 ...]
 
 For each length N (default 4k-64k tokens, ``armt-small`` sizes, fp32, torch's intra-op threads): one timed
 run of the full-attention baseline (``full_attention_forward``: the same LLaMA layers without memory, causal
