@@ -52,8 +52,8 @@ def sigmoid(x: torch.Tensor) -> torch.Tensor:
 
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """SwiGLU's ``silu(gate) * up`` as ``gate / (1 + exp(-gate)) * up`` (``F.silu`` is not invariant)."""
-    denom = torch.exp(-gate).add_(1.0)
-    return torch.div(gate, denom).mul_(up)
+    out = torch.neg(gate).exp_().add_(1.0)  # one buffer for the whole chain: four fewer large allocations
+    return torch.div(gate, out, out=out).mul_(up)
 
 
 # -- rotary position embeddings --------------------------------------------------------------------
@@ -106,8 +106,12 @@ def rotary_apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     ``x`` is ``[..., tokens, heads, head_dim]``; ``cos``/``sin`` are ``[tokens, 1, head_dim]``.
     """
     half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return torch.addcmul(x * cos, rotated, sin)
+    out = x * cos
+    # rotate_half(x) * sin, added half by half in place: the same products and sums as building
+    # cat((-x2, x1)) first, without its two temporaries.
+    out[..., :half].addcmul_(x[..., half:], sin[..., :half], value=-1.0)
+    out[..., half:].addcmul_(x[..., :half], sin[..., half:])
+    return out
 
 
 # -- attention ---------------------------------------------------------------------------------------
