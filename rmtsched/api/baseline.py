@@ -55,7 +55,7 @@ def run_full_attention(backend: StackedModel, ids: torch.Tensor, *, chunk_tokens
     measured = measure(backend, ids, timed, outputs_per_run=chunks, threads=threads, repeat=repeat,
                        progress=progress, save_to=save_to)
     return {"segments": None, "schedule": FULL_ATTENTION, "steps": chunks, "devices": 1, "chunk_tokens": chunk,
-            "chunks": chunks, **measured}
+            "chunks": chunks, "trace": None, "cuda_graphs": False, **measured}
 
 
 __all__ = ["check_full_attention_options", "run_full_attention"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rmtsched.cli.args import non_negative_float, positive_int
+from rmtsched.cli.args import non_negative_float, non_negative_int, positive_int
 from rmtsched.cli.output import to_json
 from rmtsched.sched import available_train_schedulers
 from rmtsched.specs.model import available_model_specs, load_model_spec
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=8, help="sequences per step (default 8)")
     parser.add_argument("--pairs", type=positive_int, default=4, help="key-value pairs per sequence (default 4)")
     parser.add_argument("--lr", type=non_negative_float, default=3e-3, help="Adam learning rate (default 3e-3)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batches (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights and batches (default 0)")
     parser.add_argument("--dtype", choices=("fp32", "fp64"), default="fp32")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=run)
