@@ -137,11 +137,15 @@ class Schedule:
 
     @classmethod
     def from_json(cls, text: str) -> Schedule:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ScheduleError(f"schedule is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(_parse_json(text, "schedule"))
+
+
+def _parse_json(text: str, what: str) -> Any:
+    """``json.loads``, a malformed document being a ``ScheduleError`` that says which kind of schedule."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ScheduleError(f"{what} is not valid JSON: {exc}") from exc
 
 
 def _parse_list(raw: Any, where: str) -> list:

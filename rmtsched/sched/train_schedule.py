@@ -16,7 +16,7 @@ from typing import Any
 
 from rmtsched.errors import ScheduleError
 from rmtsched.sched.dag import Cell
-from rmtsched.sched.schedule import _parse_cell, _parse_int, _parse_list
+from rmtsched.sched.schedule import _parse_cell, _parse_int, _parse_json, _parse_list
 from rmtsched.sched.train_dag import Phase, TrainCell
 
 
@@ -134,11 +134,7 @@ class TrainSchedule:
 
     @classmethod
     def from_json(cls, text: str) -> TrainSchedule:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ScheduleError(f"training schedule is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(_parse_json(text, "training schedule"))
 
 
 def _parse_phase(raw: Any, where: str) -> Phase:
