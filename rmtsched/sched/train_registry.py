@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rmtsched.errors import ScheduleError
+from rmtsched.sched.registry import NamedRegistry
 from rmtsched.sched.train_dag import TrainGraph
 from rmtsched.sched.train_schedule import TrainSchedule
 
@@ -44,33 +45,20 @@ def _is_positive_int(value: object) -> bool:
 
 TrainScheduler = Callable[[TrainGraph, TrainOptions], TrainSchedule]
 
-_TRAIN_SCHEDULERS: dict[str, TrainScheduler] = {}
+_REGISTRY: NamedRegistry[TrainScheduler] = NamedRegistry("training scheduler", "rmtsched.sched.train_schedulers")
 
 
 def register_train_scheduler(name: str) -> Callable[[TrainScheduler], TrainScheduler]:
     """Decorator: make ``function`` available as training scheduler ``name`` (replacing any previous one)."""
-
-    def decorate(function: TrainScheduler) -> TrainScheduler:
-        _TRAIN_SCHEDULERS[name] = function
-        return function
-
-    return decorate
-
-
-def _load_builtin_train_schedulers() -> None:
-    import rmtsched.sched.train_schedulers  # noqa: F401  (registers the built-ins; lazy to avoid a cycle)
+    return _REGISTRY.register(name)
 
 
 def available_train_schedulers() -> list[str]:
-    _load_builtin_train_schedulers()
-    return sorted(_TRAIN_SCHEDULERS)
+    return _REGISTRY.names()
 
 
 def get_train_scheduler(name: str) -> TrainScheduler:
-    _load_builtin_train_schedulers()
-    if name not in _TRAIN_SCHEDULERS:
-        raise ScheduleError(f"unknown training scheduler {name!r}: expected one of {sorted(_TRAIN_SCHEDULERS)}")
-    return _TRAIN_SCHEDULERS[name]
+    return _REGISTRY.get(name)
 
 
 def make_train_schedule(graph: TrainGraph, name: str, **options: Any) -> TrainSchedule:

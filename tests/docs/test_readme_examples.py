@@ -17,17 +17,10 @@ def test_readme_has_python_examples() -> None:
 
 
 def test_readme_python_examples_run() -> None:
-    from rmtsched.sched.registry import _SCHEDULERS, available_schedulers
-
-    available_schedulers()  # load the built-ins first, or restoring the snapshot below would drop them
-    before = dict(_SCHEDULERS)
-    try:
-        for block in python_blocks():
-            namespace: dict[str, object] = {}
-            exec(compile(block, str(README), "exec"), namespace)
-    finally:
-        _SCHEDULERS.clear()
-        _SCHEDULERS.update(before)
+    """(A scheduler an example registers is dropped afterwards by tests/conftest.py's registry fixture.)"""
+    for block in python_blocks():
+        namespace: dict[str, object] = {}
+        exec(compile(block, str(README), "exec"), namespace)
 
 
 def test_readme_gives_two_commands_that_install() -> None:
