@@ -204,7 +204,7 @@ def test_folding_weight_gradients_in_the_wrong_order_changes_the_bits(monkeypatc
     """The check is not vacuous: summing each weight's per-use gradients first use first breaks equality."""
     import rmtsched.backends.torch.train_executor as train_executor
 
-    build_folds = train_executor._TrainRunner._folds
+    build_folds = train_executor.TrainRunner._folds
 
     def ascending(runner):
         folds = build_folds(runner)
@@ -216,7 +216,7 @@ def test_folding_weight_gradients_in_the_wrong_order_changes_the_bits(monkeypatc
     inputs = random_inputs(model.spec, 2, 23, seed=3)
     targets = next_token_targets(inputs)
     _, expected = sequential_bptt(model, inputs, targets)
-    monkeypatch.setattr(train_executor._TrainRunner, "_folds", ascending)
+    monkeypatch.setattr(train_executor.TrainRunner, "_folds", ascending)
     schedule = make_train_schedule(TrainGraph(model_graph(model, 23)), "sequential")
     result = train_gradients(model, inputs, targets, schedule)
     assert any(not torch.equal(result.grads[name], grad) for name, grad in expected.items())

@@ -91,11 +91,15 @@ class _GradientFold:
                 self.total = grad if self.total is None else self.total + grad
 
 
-class _TrainRunner:
+class TrainRunner:
     """Interprets one training schedule on one batch; see the module docstring for the exactness argument."""
 
-    def __init__(self, model: StackedModel, inputs: torch.Tensor, targets: torch.Tensor, graph: TrainGraph):
-        self.model, self.graph = model, graph
+    def __init__(
+        self, model: StackedModel, inputs: torch.Tensor, targets: torch.Tensor, graph: TrainGraph,
+        schedule: TrainSchedule,
+    ):
+        self.model, self.graph, self.schedule = model, graph, schedule
+        self.recomputed = schedule.recomputed
         self.maths: CellMaths = cell_maths(model)
         self.inputs, self.targets = inputs.to(model.device), targets.to(model.device)
         self.num_scored = int((self.targets != IGNORE_INDEX).sum())
@@ -107,27 +111,49 @@ class _TrainRunner:
         self.layer_names = layer_param_names(model.spec)
         self.global_names = [name for name in model.params if name not in self.layer_names]
         self.records: dict[Cell, _CellInputs] = {}
-        self.hidden_out: dict[Cell, torch.Tensor] = {}
-        self.state_out: dict[Cell, torch.Tensor] = {}
-        self.grad_hidden: dict[Cell, torch.Tensor] = {}
-        self.grad_state: dict[Cell, torch.Tensor] = {}
+        # Values crossing cells, keyed (kind, producing cell): "hidden" and "state" are F's outputs,
+        # "grad_hidden" and "grad_state" the gradients B(cell) receives for them. ``put`` and ``take`` are
+        # the only access, so a multi-process runner can move a value to or from another rank there.
+        self.mailbox: dict[tuple[str, Cell], torch.Tensor] = {}
         self.losses: dict[int, torch.Tensor] = {}
         self.folds = self._folds()
         self.peak_held = 0
+
+    def run_step(self, index: int) -> None:
+        """Run step ``index`` (F, R or B) of the schedule; a rank of a multi-process run runs only its own."""
+        step = self.schedule.steps[index]
+        for cell in step.cells:
+            if step.phase is Phase.FORWARD:
+                self.forward(cell, cell in self.recomputed)
+            elif step.phase is Phase.RECOMPUTE:
+                self.recompute(cell)
+            else:
+                self.backward(cell)
+
+    # -- values crossing cells --------------------------------------------------------------------
+    def put(self, kind: str, cell: Cell, value: torch.Tensor) -> None:
+        """Hand ``value`` (``kind`` of ``cell``) to the cell that consumes it."""
+        self.mailbox[(kind, cell)] = value
+
+    def take(self, kind: str, cell: Cell, *, required: bool = True) -> torch.Tensor | None:
+        """The ``kind`` value of ``cell`` a consumer needs now (None if not ``required`` and never sent)."""
+        if required:
+            return self.mailbox.pop((kind, cell))
+        return self.mailbox.pop((kind, cell), None)
 
     # -- F, R, B ----------------------------------------------------------------------------------
     def forward(self, cell: Cell, recomputed: bool) -> None:
         layer, segment = cell
         record = _CellInputs(None, None, self._state_in(cell))
         if layer > 0:
-            record.hidden = self.hidden_out.pop(Cell(layer - 1, segment))
+            record.hidden = self.take("hidden", Cell(layer - 1, segment))
         elif segment > 0 and self.model.uses_previous_output:
-            record.previous = self.hidden_out.pop(Cell(self.num_layers - 1, segment - 1))
+            record.previous = self.take("hidden", Cell(self.num_layers - 1, segment - 1))
         graph = self._build(cell, record)
         if layer < self.num_layers - 1 or (self.model.uses_previous_output and segment + 1 < self.num_segments):
-            self.hidden_out[cell] = graph.hidden.detach()
+            self.put("hidden", cell, graph.hidden.detach())
         if graph.state is not None and segment + 1 < self.num_segments:
-            self.state_out[cell] = graph.state.detach()
+            self.put("state", cell, graph.state.detach())
         if graph.loss is not None:
             self.losses[segment] = graph.loss.detach()
         record.graph = None if recomputed else graph
@@ -145,8 +171,8 @@ class _TrainRunner:
         if graph is None:
             raise RmtschedError(f"B{tuple(cell)} runs with no graph: recompute it first (was the schedule validated?)")
         roots, grads = [], []
-        for output, grad in ((graph.hidden, self.grad_hidden.pop(cell, None)),
-                             (graph.state, self.grad_state.pop(cell, None)),
+        for output, grad in ((graph.hidden, self.take("grad_hidden", cell, required=False)),
+                             (graph.state, self.take("grad_state", cell, required=False)),
                              (graph.loss, None if graph.loss is None else torch.ones_like(graph.loss))):
             if output is not None and grad is not None and output.requires_grad:
                 roots.append(output)
@@ -158,11 +184,11 @@ class _TrainRunner:
         """Gradients to the producers of this cell's inputs, and each weight use's share to its fold."""
         layer, segment = cell
         if "hidden" in leaves and leaves["hidden"].grad is not None:
-            self.grad_hidden[Cell(layer - 1, segment)] = leaves["hidden"].grad
+            self.put("grad_hidden", Cell(layer - 1, segment), leaves["hidden"].grad)
         if "previous" in leaves and leaves["previous"].grad is not None:
-            self.grad_hidden[Cell(self.num_layers - 1, segment - 1)] = leaves["previous"].grad
+            self.put("grad_hidden", Cell(self.num_layers - 1, segment - 1), leaves["previous"].grad)
         if "state" in leaves and leaves["state"].grad is not None:
-            self.grad_state[Cell(layer, segment - 1)] = leaves["state"].grad
+            self.put("grad_state", Cell(layer, segment - 1), leaves["state"].grad)
         for name in self.layer_names:
             self.folds[(name, layer)].add((segment, 1 + layer), leaves[f"layer.{name}"].grad)
         uses = [("input", 0)] if layer == 0 else []
@@ -220,7 +246,7 @@ class _TrainRunner:
     def _state_in(self, cell: Cell) -> torch.Tensor | None:
         if cell.segment == 0:
             return initial_state(self.model, int(self.inputs.shape[0]))
-        return self.state_out.pop(Cell(cell.layer, cell.segment - 1), None)
+        return self.take("state", Cell(cell.layer, cell.segment - 1), required=False)
 
     def _state_has_gradient(self, cell: Cell) -> bool:
         return cell.segment > 0 and cell.segment >= self.graph.first_gradient_segment
@@ -288,17 +314,10 @@ def train_gradients(
     if validate:
         validate_train(schedule, graph)
     start = time.perf_counter()
-    runner = _TrainRunner(model, inputs, targets, graph)
-    recomputed = schedule.recomputed
-    for step in schedule.steps:
-        for cell in step.cells:
-            if step.phase is Phase.FORWARD:
-                runner.forward(cell, cell in recomputed)
-            elif step.phase is Phase.RECOMPUTE:
-                runner.recompute(cell)
-            else:
-                runner.backward(cell)
-    stats = TrainStats(schedule.num_steps, len(recomputed), runner.peak_held, time.perf_counter() - start)
+    runner = TrainRunner(model, inputs, targets, graph, schedule)
+    for index in range(schedule.num_steps):
+        runner.run_step(index)
+    stats = TrainStats(schedule.num_steps, len(runner.recomputed), runner.peak_held, time.perf_counter() - start)
     return TrainResult(runner.loss(), runner.gradients(), stats)
 
 
@@ -322,4 +341,4 @@ def train_step(
     return result
 
 
-__all__ = ["IGNORE_INDEX", "TrainResult", "TrainStats", "train_gradients", "train_step"]
+__all__ = ["IGNORE_INDEX", "TrainResult", "TrainRunner", "TrainStats", "train_gradients", "train_step"]
