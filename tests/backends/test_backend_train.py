@@ -1,10 +1,11 @@
 """Training under any schedule: loss and every gradient equal ``loss.backward()`` through the sequential forward.
 
 The oracle (``train_reference.sequential_bptt``) builds one autograd graph over the whole sequence; the
-executor runs each F, R and B cell on its own and passes gradients between cells. Equality is exact
+executor runs each step's cells as batched groups and passes gradients between cells. Equality is exact
 (``torch.equal``) in fp32 and fp64, for every built-in training scheduler and random valid schedules, both
-ARMT maths variants and RMT, with and without truncation. The differentiable cells themselves are checked
-against the inference path (``execute``), which the parity tests tie to Hugging Face and the reference.
+ARMT maths variants and RMT, with and without truncation. The loss is checked against the inference path
+(``execute``, which the parity tests tie to Hugging Face and the reference), and the gradients against
+autograd through a plain transcription of the layer (``train_plain``).
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ import random
 
 import pytest
 import torch
+import torch.nn.functional as F
 from backend_helpers import FAST, random_inputs, sequence_lengths, tiny_specs
 from hypothesis import given
 from hypothesis import strategies as st
 from random_train_schedules import random_train_schedule
+from train_plain import plain_layer
 from train_reference import sequential_bptt
 
 from rmtsched.backends.torch import build_model, execute
 from rmtsched.backends.torch.executor import model_graph
 from rmtsched.backends.torch.recall_task import recall_batch, train_recall
 from rmtsched.backends.torch.threads import intra_op_threads
-from rmtsched.backends.torch.train_cells import cell_maths, initial_state
 from rmtsched.backends.torch.train_executor import train_gradients, train_step
 from rmtsched.errors import RmtschedError
 from rmtsched.sched import TrainGraph, make_schedule, make_train_schedule
@@ -109,22 +111,32 @@ def test_every_random_training_schedule_is_exact_on_random_tiny_models(family, d
 
 
 @pytest.mark.parametrize(("family", "variant"), CASES)
-def test_training_cells_compute_what_the_inference_path_computes(family: str, variant: str) -> None:
+def test_the_training_loss_is_the_loss_of_the_inference_path(family: str, variant: str) -> None:
     model = build_model(small_spec(family, variant), seed=2, dtype=torch.float64)
     inputs = random_inputs(model.spec, 2, 23, seed=4)
-    expected = execute(model, inputs, make_schedule(model_graph(model, 23), "sequential")).outputs
-    maths = cell_maths(model)
-    states = [initial_state(model, 2) for _ in range(model.num_layers)]
-    previous = None
-    for segment, output in enumerate(expected):
-        window = slice(5 * segment, 5 * segment + 5)
-        hidden = maths.segment_input(model, model.params, inputs[:, window], previous)
-        for layer in range(model.num_layers):
-            weights = {name: value[layer] for name, value in model.params.items() if value.dim() > 0
-                       and value.shape[0] == model.num_layers and name not in ("embed", "memory")}
-            hidden, states[layer] = maths.layer(model, weights, hidden, states[layer], segment == 0)
-        torch.testing.assert_close(maths.segment_output(model, model.params, hidden), output, rtol=1e-10, atol=1e-10)
-        previous = hidden
+    targets = next_token_targets(inputs)
+    outputs = execute(model, inputs, make_schedule(model_graph(model, 23), "sequential")).outputs
+    logits = torch.cat([model.logits(output) for output in outputs], dim=1)
+    expected = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum") / targets.numel()
+    loss, _ = sequential_bptt(model, inputs, targets)
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(("family", "variant"), CASES)
+@pytest.mark.parametrize("truncation", [None, 2])
+def test_gradients_equal_autograd_through_a_plain_transcription(family: str, variant: str, truncation) -> None:
+    """The hand-written backward kernels (``grad_rowmm``) against autograd's own derivatives of stock ops."""
+    model = build_model(small_spec(family, variant), seed=5, dtype=torch.float64)
+    inputs = random_inputs(model.spec, 2, 23, seed=6)
+    targets = next_token_targets(inputs)
+    expected_loss, expected = sequential_bptt(model, inputs, targets, truncation, layer_fn=plain_layer)
+    graph = TrainGraph(model_graph(model, 23), truncation)
+    result = train_gradients(model, inputs, targets, make_train_schedule(graph, "diagonal"), truncation=truncation)
+    torch.testing.assert_close(result.loss, expected_loss, rtol=1e-12, atol=0)
+    assert result.grads.keys() == expected.keys()
+    for name, grad in expected.items():
+        assert grad.abs().max() > 0, name
+        torch.testing.assert_close(result.grads[name], grad, rtol=1e-9, atol=1e-12, msg=name)
 
 
 def test_train_step_applies_the_gradients_through_the_optimizer() -> None:

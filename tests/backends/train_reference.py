@@ -1,8 +1,9 @@
 """The oracle for training exactness: ``loss.backward()`` through the sequential forward, in one autograd graph.
 
 Written from the definition, not from the executor: run every segment through every layer in order with
-the differentiable cells (``train_cells``), detach the memory entering a segment outside the last k when
-truncating (RMT's ``k2``), sum the per-segment losses, call ``backward()`` once and read each ``.grad``.
+the model's differentiable layers one at a time (``train_layers`` at width 1) and the cell ends
+(``train_cells``), detach the memory entering a segment outside the last k when truncating (RMT's ``k2``),
+sum the per-segment losses, call ``backward()`` once and read each ``.grad``.
 """
 
 from __future__ import annotations
@@ -10,13 +11,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rmtsched.backends.torch.grad_rowmm import GradRowMatmul
 from rmtsched.backends.torch.params import layer_param_names
 from rmtsched.backends.torch.train_cells import cell_maths, head_weight, initial_state
 
 
+def model_layer(model, weights, hidden, state, first: bool):
+    """One layer of one cell through the model's own differentiable layers, at width 1."""
+    return model.train_layers(hidden, weights, state, torch.tensor([not first]), GradRowMatmul(model.matmul))
+
+
 def sequential_bptt(
-    model, inputs: torch.Tensor, targets: torch.Tensor, truncation: int | None = None
+    model, inputs: torch.Tensor, targets: torch.Tensor, truncation: int | None = None, layer_fn=model_layer
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``layer_fn(model, weights, hidden, state, first)`` runs one layer on ``[1, ...]`` rows (weights
+    ``[1, ...]`` slices): the model's own by default, ``train_plain.plain_layer`` for the plain transcription."""
     params = {name: value.detach().clone().requires_grad_() for name, value in model.params.items()}
     layer_names = layer_param_names(model.spec)
     global_weights = {name: value for name, value in params.items() if name not in layer_names}
@@ -26,16 +35,18 @@ def sequential_bptt(
     first_kept = 0 if truncation is None else max(0, num_segments - truncation + 1)
     scored = int((targets != -100).sum())
     states = [initial_state(model, inputs.shape[0]) for _ in range(model.num_layers)]
+    states = [None if state is None else state.unsqueeze(0) for state in states]
     previous, losses = None, []
     for segment in range(num_segments):
         if 0 < segment < first_kept:
             states = [None if state is None else state.detach() for state in states]
             previous = None if previous is None else previous.detach()
         window = slice(segment * segment_len, (segment + 1) * segment_len)
-        hidden = maths.segment_input(model, global_weights, inputs[:, window], previous)
+        hidden = maths.segment_input(model, global_weights, inputs[:, window], previous).unsqueeze(0)
         for layer in range(model.num_layers):
-            weights = {name: params[name][layer] for name in layer_names}
-            hidden, states[layer] = maths.layer(model, weights, hidden, states[layer], segment == 0)
+            weights = {name: params[name][layer : layer + 1] for name in layer_names}
+            hidden, states[layer] = layer_fn(model, weights, hidden, states[layer], segment == 0)
+        hidden = hidden[0]
         logits = F.linear(maths.segment_output(model, global_weights, hidden), head_weight(model, global_weights))
         loss = F.cross_entropy(logits.flatten(0, 1), targets[:, window].flatten(), ignore_index=-100, reduction="sum")
         losses.append(loss / scored)

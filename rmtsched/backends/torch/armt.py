@@ -28,12 +28,17 @@ so one GEMM gives a read's numerator and denominator and one GEMM updates both; 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from rmtsched.backends.protocol import LayerState
 from rmtsched.backends.torch.base import StackedModel
+from rmtsched.backends.torch.grad_rowmm import GradRowMatmul, shift_rows
 from rmtsched.backends.torch.kernels import dpfp_features, l2_normalize, sigmoid
 from rmtsched.backends.torch.layers import llama_layers
+from rmtsched.backends.torch.rowmm import RowMatmul
+from rmtsched.specs.model import ModelSpec
 
 READ_EPS = 1e-5
 # eps' in gamma's denominator, per variant.
@@ -68,12 +73,27 @@ class ARMTModel(StackedModel):
 
     def forward_layers(self, hidden: torch.Tensor, layers: range, state: LayerState) -> torch.Tensor:
         rows = self._rows(layers)
-        assoc = state["assoc"][rows]
-        hidden = hidden + self._read(hidden, rows, assoc)
-        hidden = llama_layers(hidden, self.params, rows, self.spec, self.rope, self.matmul)
-        if self.spec.mem_tokens:
-            self._write(hidden[:, :, hidden.shape[2] - self.spec.mem_tokens :], rows, assoc, state["written"][rows])
+        assoc, written = state["assoc"][rows], state["written"][rows]
+        hidden, write = armt_layers(hidden, self.params, rows, self, self.matmul, assoc, written)
+        if write is not None:
+            self.matmul.accumulate_(assoc, *write)  # assoc [w, B, d_phi, d + 1] += phi^T update
+            written.fill_(True)
         return hidden
+
+    def train_layers(
+        self,
+        hidden: torch.Tensor,
+        params: Mapping[str, torch.Tensor],
+        state: torch.Tensor | None,
+        written: torch.Tensor,
+        matmul: GradRowMatmul,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``forward_layers``' maths out of place for autograd: rows ``params[*]`` (leaves ``[w, ...]``) on
+        ``hidden`` ``[w, B, n, d]`` with A | z ``state`` ``[w, B, d_phi, d + 1]``; returns the new hidden and
+        state. ``written`` ``[w]`` marks rows whose layer has written before (segment > 0)."""
+        rows = slice(0, hidden.shape[0])
+        hidden, write = armt_layers(hidden, params, rows, self, matmul, state, written)
+        return hidden, state if write is None else matmul.accumulate(state, *write)
 
     def read_memory(self, hidden: torch.Tensor, layers: range, state: LayerState) -> torch.Tensor:
         """The associative read's addition for ``hidden`` ``[w, B, n, d]`` before ``layers`` (no write).
@@ -81,36 +101,71 @@ class ARMTModel(StackedModel):
         Generation decodes with the memory read on and no writes, outside ``forward_layers``.
         """
         rows = self._rows(layers)
-        return self._read(hidden, rows, state["assoc"][rows])
+        return _read(hidden, self.params, rows, self.spec, self.matmul, state["assoc"][rows])
 
-    # -- associative memory ---------------------------------------------------------------------------
-    def _features(self, keys: torch.Tensor) -> torch.Tensor:
-        phi = dpfp_features(keys, self.spec.dpfp_nu)
-        return l2_normalize(phi) if self.spec.armt_variant == "normalized" else phi
 
-    def _read(self, hidden: torch.Tensor, rows: slice, assoc: torch.Tensor) -> torch.Tensor:
-        w, batch, n, d = hidden.shape
-        query = self.matmul.linear(hidden.reshape(w, batch * n, d), self.params["mem_wq"][rows])  # [w, B n, m]
-        phi = self._features(query).view(w, batch, n, -1)  # [w, B, n, d_phi]
-        num_den = self.matmul.batched(phi, assoc)  # [w, B, n, d + 1]: A^T phi | z . phi
-        return num_den[..., :d] / (num_den[..., d:] + READ_EPS)  # [w, B, n, d]
+# -- associative memory (one code path for inference and training) -------------------------------------
+Matmul = RowMatmul | GradRowMatmul
 
-    def _write(self, mem: torch.Tensor, rows: slice, assoc: torch.Tensor, written: torch.Tensor) -> None:
-        w, batch, m, d = mem.shape
-        key_dim = self.spec.mem_key_dim
-        kvb = self.matmul.linear(mem.reshape(w, batch * m, d), self.params["mem_wkvb"][rows])  # [w, B M, m + d + 1]
-        kvb = kvb.view(w, batch, m, -1)  # [w, B, M, m + d + 1]: key | value | beta logit
-        phi = self._features(kvb[..., :key_dim])  # [w, B, M, d_phi]
-        value = kvb[..., key_dim : key_dim + d]  # [w, B, M, d]
-        beta = sigmoid(kvb[..., key_dim + d :] + self.params["mem_b_bias"][rows].view(w, 1, 1, 1))  # [w, B, M, 1]
-        num_den = self.matmul.batched(phi, assoc)  # [w, B, M, d + 1]
-        den = num_den[..., d:] + READ_EPS  # [w, B, M, 1]
-        v_prev = num_den[..., :d] / den  # [w, B, M, d]
-        norm_sq = torch.linalg.vector_norm(phi, dim=-1, keepdim=True).square_().add_(
-            GAMMA_EPS[self.spec.armt_variant]
-        )
-        gamma = (1.0 - den / norm_sq).clamp_(0.0, 1.0)  # [w, B, M, 1]
-        gamma = torch.where(written.view(w, 1, 1, 1), gamma, 1.0)
-        update = torch.cat((beta * (value - v_prev), gamma), dim=-1)  # [w, B, M, d + 1]
-        self.matmul.accumulate_(assoc, phi.transpose(2, 3), update)  # assoc [w, B, d_phi, d + 1] += phi^T update
-        written.fill_(True)
+
+def armt_layers(
+    hidden: torch.Tensor,
+    params: Mapping[str, torch.Tensor],
+    rows: slice,
+    model: StackedModel,
+    matmul: Matmul,
+    assoc: torch.Tensor,
+    written: torch.Tensor,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Read, decoder layer, and the write's two factors ``(phi^T, update)`` (None without memory tokens):
+    the caller adds ``phi^T @ update`` to ``assoc``, in place (inference) or out of place (training)."""
+    spec = model.spec
+    hidden = hidden + _read(hidden, params, rows, spec, matmul, assoc)
+    hidden = llama_layers(hidden, params, rows, spec, model.rope, matmul)
+    if not spec.mem_tokens:
+        return hidden, None
+    return hidden, _write_terms(hidden[:, :, hidden.shape[2] - spec.mem_tokens :], params, rows, spec, matmul, assoc,
+                                written)
+
+
+def _features(keys: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    phi = dpfp_features(keys, spec.dpfp_nu)
+    return l2_normalize(phi) if spec.armt_variant == "normalized" else phi
+
+
+def _read(
+    hidden: torch.Tensor, params: Mapping[str, torch.Tensor], rows: slice, spec: ModelSpec, matmul: Matmul,
+    assoc: torch.Tensor,
+) -> torch.Tensor:
+    w, batch, n, d = hidden.shape
+    query = matmul.linear(hidden.reshape(w, batch * n, d), params["mem_wq"][rows])  # [w, B n, m]
+    phi = _features(query, spec).view(w, batch, n, -1)  # [w, B, n, d_phi]
+    num_den = matmul.batched(phi, assoc)  # [w, B, n, d + 1]: A^T phi | z . phi
+    return num_den[..., :d] / (num_den[..., d:] + READ_EPS)  # [w, B, n, d]
+
+
+def _write_terms(
+    mem: torch.Tensor, params: Mapping[str, torch.Tensor], rows: slice, spec: ModelSpec, matmul: Matmul,
+    assoc: torch.Tensor, written: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    w, batch, m, d = mem.shape
+    key_dim = spec.mem_key_dim
+    kvb = matmul.linear(mem.reshape(w, batch * m, d), params["mem_wkvb"][rows])  # [w, B M, m + d + 1]
+    kvb = kvb.view(w, batch, m, -1)  # [w, B, M, m + d + 1]: key | value | beta logit
+    phi = _features(kvb[..., :key_dim], spec)  # [w, B, M, d_phi]
+    value = kvb[..., key_dim : key_dim + d]  # [w, B, M, d]
+    bias = params["mem_b_bias"][rows].view(w, 1, 1, 1)
+    logit = kvb[..., key_dim + d :]
+    beta = sigmoid(shift_rows(logit, bias) if bias.requires_grad else logit + bias)  # [w, B, M, 1]
+    num_den = matmul.batched(phi, assoc)  # [w, B, M, d + 1]
+    den = num_den[..., d:] + READ_EPS  # [w, B, M, 1]
+    v_prev = num_den[..., :d] / den  # [w, B, M, d]
+    norm = torch.linalg.vector_norm(phi, dim=-1, keepdim=True)
+    eps = GAMMA_EPS[spec.armt_variant]
+    if phi.requires_grad:  # out of place: autograd saved norm and the clamp's input
+        gamma = (1.0 - den / (norm.square() + eps)).clamp(0.0, 1.0)
+    else:
+        gamma = (1.0 - den / norm.square_().add_(eps)).clamp_(0.0, 1.0)  # [w, B, M, 1]
+    gamma = torch.where(written.view(w, 1, 1, 1), gamma, 1.0)
+    update = torch.cat((beta * (value - v_prev), gamma), dim=-1)  # [w, B, M, d + 1]
+    return phi.transpose(2, 3), update

@@ -4,6 +4,10 @@ Every function here must give row i the same bits whatever w is: that is what ma
 width w equal w sequential steps. Element-wise work and last-dim reductions run over all rows at once,
 composed from operations measured invariant (``sigmoid`` and ``silu_mul`` from ``exp``, since torch's own
 are not); GEMMs and attention go through ``RowMatmul`` (``rowmm.py``). Measurements and tests: docs/exactness.md.
+
+The same functions serve training: where an input tracks gradients they take an out-of-place path (the
+in-place one would overwrite what autograd saved) with the same operations in the same order, so the same
+bits, and a weight held per row takes ``grad_rowmm.scale_rows`` (its gradient summed row by row).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from rmtsched.backends.torch.grad_rowmm import scale_rows
 from rmtsched.backends.torch.rowmm import RowMatmul, aligned
 from rmtsched.specs.model import RopeScaling
 
@@ -25,6 +30,7 @@ __all__ = [
     "dpfp_index",
     "l2_normalize",
     "merge_heads",
+    "residual_add",
     "rms_norm",
     "rotary_apply",
     "rotary_inv_freq",
@@ -42,16 +48,27 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """
     compute = torch.promote_types(x.dtype, torch.float32)
     normed = F.rms_norm(x.to(compute), (x.shape[-1],), eps=eps).to(x.dtype)
+    if weight.requires_grad and weight.dim() == x.dim():  # one weight per row of a training step
+        return scale_rows(normed, weight)
     return normed * weight
+
+
+def residual_add(hidden: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+    """``hidden + update``, in place into ``hidden`` unless autograd tracks it (it may have saved it)."""
+    return hidden + update if hidden.requires_grad or update.requires_grad else hidden.add_(update)
 
 
 def sigmoid(x: torch.Tensor) -> torch.Tensor:
     """``1 / (1 + exp(-x))`` from invariant pieces (``torch.sigmoid`` is not batch-invariant on CPU)."""
+    if x.requires_grad:
+        return torch.reciprocal(torch.exp(-x) + 1.0)
     return torch.exp(-x).add_(1.0).reciprocal_()
 
 
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """SwiGLU's ``silu(gate) * up`` as ``gate / (1 + exp(-gate)) * up`` (``F.silu`` is not invariant)."""
+    if gate.requires_grad or up.requires_grad:
+        return gate / (torch.exp(torch.neg(gate)) + 1.0) * up
     out = torch.neg(gate).exp_().add_(1.0)  # one buffer for the whole chain: four fewer large allocations
     return torch.div(gate, out, out=out).mul_(up)
 
@@ -167,6 +184,12 @@ def dpfp_features(key: torch.Tensor, nu: int) -> torch.Tensor:
     """
     x = torch.cat((key, -key), dim=-1).relu_()
     width = x.shape[-1]
+    if x.requires_grad:  # out= writes are not differentiable: the same products, joined by cat
+        shifts = [j % width for j in range(1, nu + 1)]
+        blocks = [x * x if shift == 0 else torch.cat((x[..., :shift] * x[..., width - shift :],
+                                                      x[..., shift:] * x[..., : width - shift]), dim=-1)
+                  for shift in shifts]
+        return torch.cat(blocks, dim=-1)
     phi = x.new_empty(*x.shape[:-1], nu, width)
     for block, shift in enumerate(j % width for j in range(1, nu + 1)):
         if shift == 0:
@@ -179,5 +202,5 @@ def dpfp_features(key: torch.Tensor, nu: int) -> torch.Tensor:
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """``F.normalize(x, dim=-1)``: ``x / max(||x||_2, eps)`` over the last dim."""
-    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(eps)
-    return x / norm
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    return x / (norm.clamp_min(eps) if x.requires_grad else norm.clamp_min_(eps))

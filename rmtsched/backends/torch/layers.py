@@ -5,7 +5,8 @@ row i through layer l0 + i's weights: RMSNorm, rotary grouped-query causal atten
 MLP, each residual. Projections are one GEMM per weight kind over the stacked slice (QKV fused, gate
 and up fused); element-wise work runs once over all rows. A width-1 step is the same code.
 With a ``KVCache`` (decoding, the full-attention baseline) the same code runs a block of new tokens
-after the cached ones: their rotary positions continue from the cache and they attend to it.
+after the cached ones: their rotary positions continue from the cache and they attend to it. Training
+runs the same code under autograd (``train_executor``), with ``grad_rowmm.GradRowMatmul`` for the GEMMs.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from rmtsched.backends.torch.kernels import merge_heads, rms_norm, rotary_apply, rotary_tables, silu_mul
+from rmtsched.backends.torch.kernels import merge_heads, residual_add, rms_norm, rotary_apply, rotary_tables, silu_mul
 from rmtsched.backends.torch.rowmm import RowMatmul
 from rmtsched.specs.model import ModelSpec, RopeScaling
 
 if TYPE_CHECKING:
+    from rmtsched.backends.torch.grad_rowmm import GradRowMatmul
     from rmtsched.backends.torch.kv_cache import KVCache
 
 
@@ -46,7 +48,9 @@ class RotaryCache:
             return cos[offset : offset + num_tokens], sin[offset : offset + num_tokens]
         tables = self._tables.get(num_tokens)
         if tables is None:
-            cos, sin = rotary_tables(num_tokens, self.head_dim, self.theta, self.dtype, self.device, self.scaling)
+            # Normal tensors even when first asked for under inference mode: training's autograd saves them.
+            with torch.inference_mode(False):
+                cos, sin = rotary_tables(num_tokens, self.head_dim, self.theta, self.dtype, self.device, self.scaling)
             tables = self._tables[num_tokens] = (cos[:, None, :], sin[:, None, :])
         return tables
 
@@ -57,10 +61,13 @@ def llama_layers(
     rows: slice,
     spec: ModelSpec,
     rope: RotaryCache,
-    matmul: RowMatmul,
+    matmul: RowMatmul | GradRowMatmul,
     cache: KVCache | None = None,
 ) -> torch.Tensor:
     """Decoder layers ``params[*][rows]`` on ``hidden`` ``[w, B, n, d]``; returns a new tensor.
+
+    With a ``GradRowMatmul`` and weights that track gradients it is a training step's layers (autograd
+    records it; every backward row is row-exact too).
 
     ``cache`` (rows indexed like ``params``) makes ``hidden`` the tokens after those cached: they take the
     next rotary positions, their keys and values join the cache, and they attend to all of it.
@@ -88,4 +95,4 @@ def llama_layers(
     gate_up = matmul.linear(x.view(w, batch * n, d), params["w_gate_up"][rows])  # [w, B n, 2F]
     act = silu_mul(gate_up[..., :mlp], gate_up[..., mlp:])  # [w, B n, F]
     out = matmul.linear(act, params["w_down"][rows])  # [w, B n, d]
-    return hidden.add_(out.view(w, batch, n, d))
+    return residual_add(hidden, out.view(w, batch, n, d))

@@ -10,10 +10,13 @@ No per-layer state; rotary positions restart at 0 each segment; attention is cau
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from rmtsched.backends.protocol import LayerState
 from rmtsched.backends.torch.base import StackedModel
+from rmtsched.backends.torch.grad_rowmm import GradRowMatmul
 from rmtsched.backends.torch.layers import llama_layers
 
 
@@ -41,3 +44,14 @@ class RMTModel(StackedModel):
 
     def forward_layers(self, hidden: torch.Tensor, layers: range, state: LayerState) -> torch.Tensor:
         return llama_layers(hidden, self.params, self._rows(layers), self.spec, self.rope, self.matmul)
+
+    def train_layers(
+        self,
+        hidden: torch.Tensor,
+        params: Mapping[str, torch.Tensor],
+        state: torch.Tensor | None,
+        written: torch.Tensor,
+        matmul: GradRowMatmul,
+    ) -> tuple[torch.Tensor, None]:
+        """``forward_layers`` for autograd on rows ``params[*]`` (leaves ``[w, ...]``); RMT has no layer state."""
+        return llama_layers(hidden, params, slice(0, hidden.shape[0]), self.spec, self.rope, matmul), None

@@ -1,17 +1,21 @@
 """The training executor: runs any valid training schedule and returns the loss and every parameter's gradient.
 
-Each F, R and B cell runs on its own: F builds the cell's autograd graph from detached leaves (its input
-hidden states, its incoming memory state, one leaf per use of each weight) with ``train_cells``; R rebuilds
-it from the kept inputs; B back-propagates the gradients its consumers sent (hidden states from the layer
-above, memory state from the next segment, the segment's loss) and sends its leaves' gradients on. Steps
-on any device index run in this one process, on the model's device (a pipelined schedule runs in order).
+A step's cells run together. F builds one autograd graph per *group*: the step's cells of consecutive
+layers (equal token counts) that will also be back-propagated in one B step (or, for a cell to be
+recomputed, that need no graph at all); R rebuilds the groups of recomputed cells the same way; B runs each
+of its groups' backward in one call, with the gradients their consumers sent (hidden states from the layer
+above, memory state from the next segment, the segment's loss), and sends their leaves' gradients on.
+The layers are the model's own code (``train_layers``: the inference path's layers, out of place, with
+``GradRowMatmul``): a group of w cells is one width-w call. Steps on any device index run in this one
+process, on the model's device (a pipelined schedule runs in order).
 
-Why this equals ``loss.backward()`` through the sequential forward bit for bit (CPU): every cell runs the
-same ops on the same inputs; a tensor crossing cells has exactly the consumers it has in the big graph, so
-its gradient sums the same terms in the same order; and autograd's engine runs nodes in descending creation
-order, so a weight's big-graph gradient is its per-use contributions folded from the last use backwards:
-``_GradientFold`` folds ours in that order whatever order the schedule's B cells produce them in.
-The longer story: docs/exactness.md.
+Why this equals ``loss.backward()`` through the sequential forward bit for bit (CPU): every kernel gives
+row i of a width-w call the bits of the width-1 call, forward and backward (``grad_rowmm``); a tensor
+crossing cells has exactly the consumers it has in the big graph, so its gradient sums the same terms in
+the same order (a row with no gradient from above gets an exact zero); and autograd's engine runs nodes in
+descending creation order, so a weight's big-graph gradient is its per-use contributions folded from the
+last use backwards: ``_GradientFold`` folds ours in that order whatever order the schedule's B cells
+produce them in. The longer story: docs/exactness.md.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from rmtsched.backends.torch.base import StackedModel
-from rmtsched.backends.torch.executor import model_graph
+from rmtsched.backends.torch.executor import contiguous_runs, model_graph
+from rmtsched.backends.torch.grad_rowmm import GradRowMatmul
 from rmtsched.backends.torch.params import layer_param_names
 from rmtsched.backends.torch.train_cells import CellMaths, cell_maths, head_weight, initial_state
 from rmtsched.errors import RmtschedError
@@ -36,7 +41,7 @@ UseKey = tuple[int, int]  # (segment, position): position 0 = segment input, 1 +
 
 @dataclass(frozen=True)
 class TrainStats:
-    """What a training run did: steps, cells recomputed, most cell graphs held at once, wall time."""
+    """What a training run did: steps, cells recomputed, most cells holding a graph at once, wall time."""
 
     steps: int
     recomputed_cells: int
@@ -54,23 +59,27 @@ class TrainResult:
 
 
 @dataclass
-class _CellGraph:
-    """A cell's autograd graph: its leaves (by use) and outputs (hidden, memory state, segment loss)."""
+class _GroupGraph:
+    """One autograd graph over a group of w cells (rows, by ascending layer): per-cell leaves (inputs and
+    global weights, by use), the layer weights' leaves ``[w, ...]``, and the outputs (hidden ``[w, B, n, d]``,
+    memory state ``[w, ...]``, each last-layer cell's segment loss)."""
 
-    leaves: dict[str, torch.Tensor]
+    cells: tuple[Cell, ...]
+    leaves: list[dict[str, torch.Tensor]]
+    layer_leaves: dict[str, torch.Tensor]
     hidden: torch.Tensor
     state: torch.Tensor | None
-    loss: torch.Tensor | None
+    losses: list[torch.Tensor | None]
 
 
 @dataclass
 class _CellInputs:
-    """What F read and R needs again: input hidden (or token slice and previous output), incoming state."""
+    """What F read and R needs again: input hidden (or previous output), incoming state; the group graph."""
 
     hidden: torch.Tensor | None
     previous: torch.Tensor | None
     state: torch.Tensor | None
-    graph: _CellGraph | None = None
+    graph: _GroupGraph | None = None
 
 
 @dataclass
@@ -101,13 +110,14 @@ class TrainRunner:
         self.model, self.graph, self.schedule = model, graph, schedule
         self.recomputed = schedule.recomputed
         self.maths: CellMaths = cell_maths(model)
+        self.matmul = GradRowMatmul(model.matmul)
         self.inputs, self.targets = inputs.to(model.device), targets.to(model.device)
         self.num_scored = int((self.targets != IGNORE_INDEX).sum())
         if self.num_scored == 0:
             raise RmtschedError(f"every target is {IGNORE_INDEX} (ignored): a training step needs a token to score")
-        tokens = split_segments(int(inputs.shape[1]), model.segment_len)
-        self.starts = [sum(tokens[:s]) for s in range(len(tokens) + 1)]
-        self.num_layers, self.num_segments = model.num_layers, len(tokens)
+        self.segment_tokens = tuple(split_segments(int(inputs.shape[1]), model.segment_len))
+        self.starts = [sum(self.segment_tokens[:s]) for s in range(len(self.segment_tokens) + 1)]
+        self.num_layers, self.num_segments = model.num_layers, len(self.segment_tokens)
         self.layer_names = layer_param_names(model.spec)
         self.global_names = [name for name in model.params if name not in self.layer_names]
         self.records: dict[Cell, _CellInputs] = {}
@@ -117,18 +127,30 @@ class TrainRunner:
         self.mailbox: dict[tuple[str, Cell], torch.Tensor] = {}
         self.losses: dict[int, torch.Tensor] = {}
         self.folds = self._folds()
+        self.backward_step = {cell: index for index, step in enumerate(schedule.steps)
+                              if step.phase is Phase.BACKWARD for cell in step.cells}
         self.peak_held = 0
 
     def run_step(self, index: int) -> None:
         """Run step ``index`` (F, R or B) of the schedule; a rank of a multi-process run runs only its own."""
         step = self.schedule.steps[index]
-        for cell in step.cells:
+        if step.phase is Phase.BACKWARD:
+            self.backward(step.cells)
+            return
+        for group in self.groups(step.cells, step.phase):
             if step.phase is Phase.FORWARD:
-                self.forward(cell, cell in self.recomputed)
-            elif step.phase is Phase.RECOMPUTE:
-                self.recompute(cell)
+                self.forward(group)
             else:
-                self.backward(cell)
+                self.recompute(group)
+
+    def groups(self, cells: tuple[Cell, ...], phase: Phase) -> list[list[Cell]]:
+        """``cells`` of an F or R step split into groups that share one graph: consecutive layers, equal
+        token counts, and the same B step (a cell F will not keep a graph for groups with its own kind)."""
+        by_key: dict[int | None, list[Cell]] = {}
+        for cell in cells:
+            keeps_graph = phase is Phase.RECOMPUTE or cell not in self.recomputed
+            by_key.setdefault(self.backward_step.get(cell, -1) if keeps_graph else None, []).append(cell)
+        return [run for group in by_key.values() for run in contiguous_runs(group, self.segment_tokens)]
 
     # -- values crossing cells --------------------------------------------------------------------
     def put(self, kind: str, cell: Cell, value: torch.Tensor) -> None:
@@ -142,45 +164,63 @@ class TrainRunner:
         return self.mailbox.pop((kind, cell), None)
 
     # -- F, R, B ----------------------------------------------------------------------------------
-    def forward(self, cell: Cell, recomputed: bool) -> None:
-        layer, segment = cell
-        record = _CellInputs(None, None, self._state_in(cell))
-        if layer > 0:
-            record.hidden = self.take("hidden", Cell(layer - 1, segment))
-        elif segment > 0 and self.model.uses_previous_output:
-            record.previous = self.take("hidden", Cell(self.num_layers - 1, segment - 1))
-        graph = self._build(cell, record)
-        if layer < self.num_layers - 1 or (self.model.uses_previous_output and segment + 1 < self.num_segments):
-            self.put("hidden", cell, graph.hidden.detach())
-        if graph.state is not None and segment + 1 < self.num_segments:
-            self.put("state", cell, graph.state.detach())
-        if graph.loss is not None:
-            self.losses[segment] = graph.loss.detach()
-        record.graph = None if recomputed else graph
-        self.records[cell] = record
+    def forward(self, cells: list[Cell]) -> None:
+        """F of a group: read its inputs, build its graph, send its outputs on (keep the graph unless the
+        cells are to be recomputed)."""
+        records = [self._read_inputs(cell) for cell in cells]
+        graph = self._build(cells, records)
+        for row, cell in enumerate(cells):
+            layer, segment = cell
+            if layer < self.num_layers - 1 or (self.model.uses_previous_output and segment + 1 < self.num_segments):
+                self.put("hidden", cell, graph.hidden[row].detach())
+            if graph.state is not None and segment + 1 < self.num_segments:
+                self.put("state", cell, graph.state[row].detach())
+            if graph.losses[row] is not None:
+                self.losses[segment] = graph.losses[row].detach()
+            records[row].graph = None if cell in self.recomputed else graph
+            self.records[cell] = records[row]
         self._count_held()
 
-    def recompute(self, cell: Cell) -> None:
-        record = self.records[cell]
-        record.graph = self._build(cell, record)
+    def recompute(self, cells: list[Cell]) -> None:
+        graph = self._build(cells, [self.records[cell] for cell in cells])
+        for cell in cells:
+            self.records[cell].graph = graph
         self._count_held()
 
-    def backward(self, cell: Cell) -> None:
-        record = self.records.pop(cell)
-        graph = record.graph
-        if graph is None:
-            raise RmtschedError(f"B{tuple(cell)} runs with no graph: recompute it first (was the schedule validated?)")
+    def backward(self, cells: tuple[Cell, ...]) -> None:
+        """B of a step: each group's backward in one call, then its gradients sent on."""
+        graphs: dict[int, _GroupGraph] = {}
+        for cell in cells:
+            record = self.records.pop(cell)
+            if record.graph is None:
+                raise RmtschedError(
+                    f"B{tuple(cell)} runs with no graph: recompute it first (was the schedule validated?)"
+                )
+            graphs[id(record.graph)] = record.graph
+        for graph in graphs.values():
+            missing = [cell for cell in graph.cells if cell not in cells]
+            if missing:
+                raise RmtschedError(f"B{tuple(missing[0])} is not in the B step of the cells it was built with")
+            self._backward_group(graph)
+
+    def _backward_group(self, graph: _GroupGraph) -> None:
         roots, grads = [], []
-        for output, grad in ((graph.hidden, self.take("grad_hidden", cell, required=False)),
-                             (graph.state, self.take("grad_state", cell, required=False)),
-                             (graph.loss, None if graph.loss is None else torch.ones_like(graph.loss))):
-            if output is not None and grad is not None and output.requires_grad:
-                roots.append(output)
-                grads.append(grad)
+        for kind, output in (("grad_hidden", graph.hidden), ("grad_state", graph.state)):
+            received = [self.take(kind, cell, required=False) for cell in graph.cells]
+            if output is not None and output.requires_grad and any(g is not None for g in received):
+                roots.append(output)  # a row nothing sends to gets an exact zero: x + 0 = x
+                grads.append(torch.stack([torch.zeros_like(output[0]) if g is None else g for g in received]))
+        for loss in graph.losses:
+            if loss is not None and loss.requires_grad:
+                roots.append(loss)
+                grads.append(torch.ones_like(loss))
         torch.autograd.backward(roots, grads)
-        self._send(cell, graph.leaves)
+        for row, cell in enumerate(graph.cells):
+            layer_grads = {name: None if leaf.grad is None else leaf.grad[row]
+                           for name, leaf in graph.layer_leaves.items()}
+            self._send(cell, graph.leaves[row], layer_grads)
 
-    def _send(self, cell: Cell, leaves: dict[str, torch.Tensor]) -> None:
+    def _send(self, cell: Cell, leaves: dict[str, torch.Tensor], layer_grads: dict[str, torch.Tensor | None]) -> None:
         """Gradients to the producers of this cell's inputs, and each weight use's share to its fold."""
         layer, segment = cell
         if "hidden" in leaves and leaves["hidden"].grad is not None:
@@ -190,7 +230,7 @@ class TrainRunner:
         if "state" in leaves and leaves["state"].grad is not None:
             self.put("grad_state", Cell(layer, segment - 1), leaves["state"].grad)
         for name in self.layer_names:
-            self.folds[(name, layer)].add((segment, 1 + layer), leaves[f"layer.{name}"].grad)
+            self.folds[(name, layer)].add((segment, 1 + layer), layer_grads[name])
         uses = [("input", 0)] if layer == 0 else []
         uses += [("output", self.num_layers + 1)] if layer == self.num_layers - 1 else []
         for use, position in uses:  # every global weight reports each use, used or not, so its fold moves on
@@ -198,24 +238,38 @@ class TrainRunner:
                 leaf = leaves.get(f"{use}.{name}")
                 self.folds[(name, None)].add((segment, position), None if leaf is None else leaf.grad)
 
-    # -- one cell's graph --------------------------------------------------------------------------
-    def _build(self, cell: Cell, record: _CellInputs) -> _CellGraph:
+    # -- one group's graph -------------------------------------------------------------------------
+    def _read_inputs(self, cell: Cell) -> _CellInputs:
         layer, segment = cell
-        model, params, leaves = self.model, self.model.params, {}
+        record = _CellInputs(None, None, self._state_in(cell))
+        if layer > 0:
+            record.hidden = self.take("hidden", Cell(layer - 1, segment))
+        elif segment > 0 and self.model.uses_previous_output:
+            record.previous = self.take("hidden", Cell(self.num_layers - 1, segment - 1))
+        return record
+
+    def _build(self, cells: list[Cell], records: list[_CellInputs]) -> _GroupGraph:
+        model, params = self.model, self.model.params
+        leaves: list[dict[str, torch.Tensor]] = [{} for _ in cells]
         with torch.enable_grad():
-            state = self._leaf(leaves, "state", record.state, self._state_has_gradient(cell))
-            if layer == 0:
-                weights = self._global_leaves(leaves, "input")
-                previous = self._leaf(leaves, "previous", record.previous, self._previous_has_gradient(segment))
-                hidden = self.maths.segment_input(model, weights, self._tokens(segment), previous)
-            else:
-                hidden = self._leaf(leaves, "hidden", record.hidden, True)
-            layer_weights = {name: self._leaf(leaves, f"layer.{name}", params[name][layer], True)
-                             for name in self.layer_names}
-            hidden, state = self.maths.layer(model, layer_weights, hidden, state, segment == 0)
-            loss = self._loss(hidden, segment, self._global_leaves(leaves, "output")) \
-                if layer == self.num_layers - 1 else None
-        return _CellGraph(leaves, hidden, state, loss)
+            inputs, states = [], []
+            for cell, record, cell_leaves in zip(cells, records, leaves, strict=True):
+                states.append(self._leaf(cell_leaves, "state", record.state, self._state_has_gradient(cell)))
+                if cell.layer == 0:
+                    weights = self._global_leaves(cell_leaves, "input")
+                    previous = self._leaf(cell_leaves, "previous", record.previous,
+                                          self._previous_has_gradient(cell.segment))
+                    inputs.append(self.maths.segment_input(model, weights, self._tokens(cell.segment), previous))
+                else:
+                    inputs.append(self._leaf(cell_leaves, "hidden", record.hidden, True))
+            rows = model._rows(range(cells[0].layer, cells[-1].layer + 1))
+            layer_leaves = {name: params[name][rows].detach().requires_grad_() for name in self.layer_names}
+            written = torch.tensor([cell.segment > 0 for cell in cells], device=model.device)
+            state = None if states[0] is None else torch.stack(states)
+            hidden, state = model.train_layers(torch.stack(inputs), layer_leaves, state, written, self.matmul)
+            losses = [self._loss(hidden[row], cell.segment, self._global_leaves(leaves[row], "output"))
+                      if cell.layer == self.num_layers - 1 else None for row, cell in enumerate(cells)]
+        return _GroupGraph(tuple(cells), leaves, layer_leaves, hidden, state, losses)
 
     def _loss(self, hidden: torch.Tensor, segment: int, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         """Cross-entropy summed over the segment's scored tokens, over the number of scored tokens in the batch."""
@@ -267,6 +321,7 @@ class TrainRunner:
         return folds
 
     def _count_held(self) -> None:
+        """Cells whose graph is held (a group's graph counts once per cell in it)."""
         self.peak_held = max(self.peak_held, sum(1 for r in self.records.values() if r.graph is not None))
 
     def gradients(self) -> dict[str, torch.Tensor]:
