@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from rmtsched.backends.protocol import LayerState
 from rmtsched.backends.torch import RowMatmul
+from rmtsched.backends.torch.grad_rowmm import GradRowMatmul, shift_rows
 from rmtsched.backends.torch.kernels import rms_norm, silu_mul
 from rmtsched.specs.cost import KernelWork
 
@@ -107,40 +108,70 @@ class GatedLinearRecurrence:
 
     def forward_layers(self, hidden: torch.Tensor, layers: range, state: LayerState) -> torch.Tensor:
         """Layers ``layers`` on ``hidden`` ``[w, B, n, d]`` (row i = layer ``layers[i]``)."""
-        c, p, rows = self.config, self.params, slice(layers.start, layers.stop)
+        rows = slice(layers.start, layers.stop)
+        hidden, new_state = self._layers(hidden, self.params, rows, state["S"][rows], self.matmul)
+        state["S"][rows].copy_(new_state)
+        return hidden
+
+    # -- training (``rmtsched.backends.protocol.TrainableModel``) ----------------------------------------
+    train_layer_params = ("mix_norm", "w_in", "decay_bias", "w_out", "mlp_norm", "w_gate_up", "w_down")
+
+    def train_state(self, batch_size: int) -> torch.Tensor:
+        c = self.config
+        return torch.zeros(batch_size, c.num_heads, c.key_dim, c.value_dim, dtype=self.dtype, device=self.device)
+
+    def train_segment_input(self, weights, inputs: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+        return weights["embed"][inputs]
+
+    def train_layers(self, hidden: torch.Tensor, weights, state: torch.Tensor | None, written: torch.Tensor):
+        """``forward_layers``' code on leaves: the same ``_layers`` with ``GradRowMatmul`` (row-exact backward)."""
+        return self._layers(hidden, weights, slice(0, hidden.shape[0]), state, self.grad_matmul)
+
+    def train_logits(self, weights, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits through the embedding table (a tied head): ``segment_output`` from ``weights``."""
+        return F.linear(rms_norm(hidden, weights["final_norm"], self.config.norm_eps), weights["embed"])
+
+    # -- the layers, one code path for inference and training --------------------------------------------
+    def _layers(
+        self, hidden: torch.Tensor, p, rows: slice, state: torch.Tensor, matmul
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layers ``p[*][rows]`` on ``hidden`` ``[w, B, n, d]`` with states ``[w, B, H, d_k, d_v]``; returns the
+        new hidden and states. Out of place throughout, so autograd can follow it."""
+        c = self.config
         w, batch, n, d = hidden.shape
         heads, dk, dv = c.num_heads, c.key_dim, c.value_dim
 
         x = rms_norm(hidden, p["mix_norm"][rows].view(w, 1, 1, d), c.norm_eps)
-        proj = self.matmul.linear(x.view(w, batch * n, d), p["w_in"][rows]).view(w, batch, n, -1)
+        proj = matmul.linear(x.view(w, batch * n, d), p["w_in"][rows]).view(w, batch, n, -1)
         q, k, log_decay, v, gate = proj.split([heads * dk, heads * dk, heads * dk, heads * dv, heads * dv], dim=-1)
         bias = p["decay_bias"][rows].view(w, 1, 1, heads * dk)
+        biased = shift_rows(log_decay, bias) if bias.requires_grad else log_decay + bias  # a bias per row
         # -log(alpha) = min(exp(a + bias), max_decay): exp, add and clamp are batch-invariant element-wise ops.
-        log_decay = torch.exp(log_decay + bias).clamp_(max=c.max_decay).neg_()
+        log_decay = torch.exp(biased).clamp(max=c.max_decay).neg()
         q, k, log_decay, v = (per_head(t, heads) for t in (q * dk**-0.5, k, log_decay, v))
 
-        mixed = self._recurrence(q, k, v, log_decay, state["S"][rows].view(w, batch * heads, dk, dv))
+        mixed, state = self._recurrence(q, k, v, log_decay, state.reshape(w, batch * heads, dk, dv), matmul)
         mixed = mixed.view(w, batch, heads, n, dv).transpose(2, 3)  # [w, B, n, H, d_v]
         mixed = F.rms_norm(mixed, (dv,), eps=c.norm_eps).reshape(w, batch, n, heads * dv)
-        out = self.matmul.linear(silu_mul(gate, mixed).view(w, batch * n, heads * dv), p["w_out"][rows])
+        out = matmul.linear(silu_mul(gate, mixed).view(w, batch * n, heads * dv), p["w_out"][rows])
         hidden = hidden + out.view(w, batch, n, d)
 
         x = rms_norm(hidden, p["mlp_norm"][rows].view(w, 1, 1, d), c.norm_eps)
-        gate_up = self.matmul.linear(x.view(w, batch * n, d), p["w_gate_up"][rows])
-        mlp = self.matmul.linear(silu_mul(gate_up[..., : c.mlp_dim], gate_up[..., c.mlp_dim :]), p["w_down"][rows])
-        return hidden + mlp.view(w, batch, n, d)
+        gate_up = matmul.linear(x.view(w, batch * n, d), p["w_gate_up"][rows])
+        mlp = matmul.linear(silu_mul(gate_up[..., : c.mlp_dim], gate_up[..., c.mlp_dim :]), p["w_down"][rows])
+        return hidden + mlp.view(w, batch, n, d), state.view(w, batch, heads, dk, dv)
 
     def _recurrence(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, state: torch.Tensor
-    ) -> torch.Tensor:
-        """Chunked gated linear attention over ``[w, B*H, n, *]``; updates ``state`` ``[w, B*H, d_k, d_v]``.
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, state: torch.Tensor, mm
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chunked gated linear attention over ``[w, B*H, n, *]`` from ``state`` ``[w, B*H, d_k, d_v]``;
+        returns the outputs and the state after the segment.
 
         In a chunk, with b_t = sum_{j <= t} log alpha_j (per key channel) from the chunk's start:
         o_t = sum_{j <= t} (q_t e^{b_t}) . (k_j e^{-b_j}) v_j + (q_t e^{b_t})^T S, and at its end
         S <- e^{b_C} S + sum_j (k_j e^{b_C - b_j}) v_j^T. |b| <= C max_decay keeps e^{-b} finite.
         """
-        n, mm = q.shape[2], self.matmul
-        out = v.new_empty(v.shape)
+        n, outputs = q.shape[2], []
         for start in range(0, n, self.config.chunk_len):
             chunk = slice(start, min(start + self.config.chunk_len, n))
             qc, kc, vc = q[:, :, chunk], k[:, :, chunk], v[:, :, chunk]
@@ -148,11 +179,16 @@ class GatedLinearRecurrence:
             q_decayed = qc * b.exp()
             scores = mm.batched(q_decayed, (kc * b.neg().exp()).transpose(2, 3))
             scores = scores * causal_mask(scores.shape[-1], scores.dtype, scores.device)
-            out[:, :, chunk] = mm.batched(scores, vc) + mm.batched(q_decayed, state)
+            outputs.append(mm.batched(scores, vc) + mm.batched(q_decayed, state))
             b_last = b[:, :, -1:]
-            state.mul_(b_last.exp().transpose(2, 3))
-            mm.accumulate_(state, (kc * (b_last - b).exp()).transpose(2, 3), vc)
-        return out
+            state = mm.accumulate(state * b_last.exp().transpose(2, 3), (kc * (b_last - b).exp()).transpose(2, 3), vc)
+        return torch.cat(outputs, dim=2), state
+
+    @property
+    def grad_matmul(self) -> GradRowMatmul:
+        if getattr(self, "_grad_matmul", None) is None:
+            self._grad_matmul = GradRowMatmul(self.matmul)
+        return self._grad_matmul
 
     def cell_kernels(self, tokens: int) -> list[KernelWork]:
         return glr_cell_kernels(self.config, tokens, self.params["w_in"].element_size())

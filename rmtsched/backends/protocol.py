@@ -7,6 +7,7 @@ maths of a batched step over a contiguous range of layers. A width-1 step is the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -71,4 +72,50 @@ class RecurrentModel(Protocol):
 
     def cell_kernels(self, tokens: int) -> list[KernelWork]:
         """The cost description of one cell on ``tokens`` input tokens, for the simulator."""
+        ...
+
+
+@runtime_checkable
+class TrainableModel(RecurrentModel, Protocol):
+    """What a ``RecurrentModel`` adds to be trained under any training schedule (``train_gradients``).
+
+    ``params`` holds every weight; those named in ``train_layer_params`` are stacked per layer (dim 0 =
+    layer, global index), the rest are global (embeddings, norms, head). The executor hands each method
+    leaves of its own in place of the weights and reads their gradients, so the methods must compute
+    from the weights they are given, out of place, with autograd-differentiable ops.
+
+    Exactness: ``train_layers`` row i of a width-w call must give the bits of the width-1 call on row i,
+    forward AND backward (``rmtsched.backends.torch.grad_rowmm`` has GEMMs whose backward is row-exact,
+    and per-row weight and bias ops); the ends run one cell at a time and need nothing special.
+    """
+
+    params: dict[str, torch.Tensor]
+    train_layer_params: tuple[str, ...]
+
+    def train_state(self, batch_size: int) -> torch.Tensor | None:
+        """One layer's state before segment 0 (``[B, ...]``), or None for a model without layer state."""
+        ...
+
+    def train_segment_input(
+        self, weights: Mapping[str, torch.Tensor], inputs: torch.Tensor, previous: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``segment_input`` from the global ``weights``: token ids ``[B, n]`` -> layer 0's input ``[B, n', d]``;
+        ``previous`` is the last layer's raw output of segment s-1 for a model that ``uses_previous_output``."""
+        ...
+
+    def train_layers(
+        self,
+        hidden: torch.Tensor,
+        weights: Mapping[str, torch.Tensor],
+        state: torch.Tensor | None,
+        written: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``forward_layers``' maths out of place: row i of ``hidden`` ``[w, B, n, d]`` through the layer whose
+        weights are row i of ``weights[name]`` (``[w, ...]``), with row i of ``state`` (``[w, ...]``, rows of
+        ``train_state``'s shape); ``written[i]`` is True unless the row is its layer's segment 0. Returns the
+        new hidden and state."""
+        ...
+
+    def train_logits(self, weights: Mapping[str, torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
+        """The last layer's raw output ``[B, n', d]`` -> the segment's logits ``[B, n, V]`` from global ``weights``."""
         ...

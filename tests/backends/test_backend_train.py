@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from random_train_schedules import random_train_schedule
 from train_plain import plain_layer
-from train_reference import sequential_bptt
+from train_reference import assert_same_training, sequential_bptt
 
 from rmtsched.backends.torch import build_model, execute
 from rmtsched.backends.torch.executor import model_graph
@@ -54,16 +54,6 @@ def small_spec(family: str, variant: str, **changes: object) -> ModelSpec:
 def next_token_targets(inputs: torch.Tensor) -> torch.Tensor:
     """Each token's successor; the last token is scored against the first (so even one token scores)."""
     return torch.roll(inputs, -1, dims=1)
-
-
-def assert_same_training(model, inputs, targets, schedule, truncation, label: str) -> None:
-    expected_loss, expected = sequential_bptt(model, inputs, targets, truncation)
-    result = train_gradients(model, inputs, targets, schedule, truncation=truncation)
-    assert torch.equal(result.loss, expected_loss), f"{label}: loss {result.loss} != {expected_loss}"
-    assert result.grads.keys() == expected.keys(), label
-    for name, grad in expected.items():
-        got = result.grads[name]
-        assert torch.equal(got, grad), f"{label}: grad of {name} differs by {(got - grad).abs().max().item():.3e}"
 
 
 @pytest.mark.parametrize(("family", "variant"), CASES)

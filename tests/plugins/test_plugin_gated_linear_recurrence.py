@@ -1,7 +1,10 @@
 """The gated linear recurrence plug-in: every schedule is bit-exact, the chunked maths equals the token-by-
-token recurrence, the state carries information across segments, and the simulator costs it."""
+token recurrence, the state carries information across segments, the simulator costs it, and it trains
+under any training schedule with the gradients of plain BPTT."""
 
 from __future__ import annotations
+
+import random
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +23,12 @@ from plugin_helpers import (
     run,
     with_first_segment_changed,
 )
+from random_train_schedules import random_train_schedule
+from train_reference import assert_same_training
 
-from rmtsched.backends.protocol import RecurrentModel
-from rmtsched.sched import make_schedule
+from rmtsched.backends.protocol import RecurrentModel, TrainableModel
+from rmtsched.backends.torch import train_gradients
+from rmtsched.sched import TrainGraph, make_schedule, make_train_schedule
 
 glr = load_example("gated_linear_recurrence")
 DTYPES = (torch.float32, torch.float64)
@@ -146,3 +152,48 @@ def test_simulates_from_cell_kernels():
     assert len(short) < len(full)  # fewer chunks, fewer launches
     assert sum(k.flops for k in short) < sum(k.flops for k in full)
     assert all(k.flops > 0 for k in full)
+
+
+@FAST
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from(DTYPES))
+def test_trains_under_every_training_schedule_with_the_gradients_of_plain_bptt(data, seed, dtype):
+    """The plug-in is a ``TrainableModel``: every training scheduler and a random valid training schedule
+    give ``loss.backward()``'s loss and gradients through the sequential forward, bit for bit."""
+    config = data.draw(configs(max_layers=3))
+    model = glr.GatedLinearRecurrence(config, seed=seed % 1000, dtype=dtype)
+    assert isinstance(model, TrainableModel)
+    tokens = data.draw(num_tokens(config.segment_len, max_segments=4))
+    inputs = random_inputs(tokens, config.vocab_size, 2, seed)
+    targets = torch.roll(inputs, -1, dims=1)
+    truncation = data.draw(st.one_of(st.none(), st.integers(1, 4)))
+    graph = TrainGraph(graph_for(model, tokens), truncation)
+    schedules = {name: make_train_schedule(graph, name) for name in ("sequential", "diagonal", "greedy")}
+    schedules["random"] = random_train_schedule(graph, random.Random(seed))
+    for name, schedule in schedules.items():
+        assert_same_training(model, inputs, targets, schedule, truncation, f"{config}/{name}")
+
+
+def test_training_gradients_match_finite_differences_of_the_loss():
+    """An fp64 check independent of our backward formulas: a directional derivative of the loss."""
+    config = glr.GLRConfig(num_layers=2, d_model=6, num_heads=1, key_dim=3, value_dim=4, mlp_dim=8, vocab_size=13,
+                           segment_len=5, chunk_len=2)
+    model = glr.GatedLinearRecurrence(config, seed=3, dtype=torch.float64)
+    inputs = random_inputs(12, config.vocab_size, 2, 4)
+    targets = torch.roll(inputs, -1, dims=1)
+    schedule = make_train_schedule(TrainGraph(graph_for(model, 12)), "diagonal")
+    result = train_gradients(model, inputs, targets, schedule)
+    generator = torch.Generator().manual_seed(0)
+    direction = {name: torch.randn(value.shape, generator=generator, dtype=torch.float64)
+                 for name, value in model.params.items()}
+    predicted = sum((result.grads[name] * direction[name]).sum() for name in result.grads)
+    original = {name: value.clone() for name, value in model.params.items()}
+
+    def loss_at(step: float) -> float:
+        for name, value in model.params.items():
+            value.copy_(original[name] + step * direction[name])
+        return float(train_gradients(model, inputs, targets, schedule).loss)
+
+    eps = 1e-6
+    numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
+    loss_at(0.0)
+    assert abs(numeric - float(predicted)) <= 1e-6 * max(1.0, abs(numeric)), (numeric, float(predicted))

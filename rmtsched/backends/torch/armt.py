@@ -63,13 +63,25 @@ class ARMTModel(StackedModel):
     def segment_input(
         self, segment: int, inputs: torch.Tensor, previous_output: torch.Tensor | None
     ) -> torch.Tensor:
-        tokens = self.embed(inputs)
+        return self._with_memory(self.params, self.embed(inputs))
+
+    def train_segment_input(
+        self, weights: Mapping[str, torch.Tensor], inputs: torch.Tensor, previous: torch.Tensor | None
+    ) -> torch.Tensor:
+        return self._with_memory(weights, weights["embed"][inputs])
+
+    def _with_memory(self, weights: Mapping[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
         if self.spec.mem_tokens == 0:
             return tokens
-        return torch.cat((tokens, self.memory_tokens(tokens.shape[0])), dim=1)  # [B, T + M, d]
+        return torch.cat((tokens, weights["memory"].expand(tokens.shape[0], -1, -1)), dim=1)  # [B, T + M, d]
 
-    def segment_output(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.final_norm(hidden[:, : hidden.shape[1] - self.spec.mem_tokens])  # [B, T, d]
+    def output_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden[:, : hidden.shape[1] - self.spec.mem_tokens]
+
+    def train_state(self, batch_size: int) -> torch.Tensor:
+        """A layer's A | z before segment 0: zeros ``[B, d_phi, d + 1]``."""
+        spec = self.spec
+        return torch.zeros(batch_size, spec.phi_dim, spec.d_model + 1, dtype=self.dtype, device=self.device)
 
     def forward_layers(self, hidden: torch.Tensor, layers: range, state: LayerState) -> torch.Tensor:
         rows = self._rows(layers)
@@ -86,12 +98,11 @@ class ARMTModel(StackedModel):
         params: Mapping[str, torch.Tensor],
         state: torch.Tensor | None,
         written: torch.Tensor,
-        matmul: GradRowMatmul,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``forward_layers``' maths out of place for autograd: rows ``params[*]`` (leaves ``[w, ...]``) on
         ``hidden`` ``[w, B, n, d]`` with A | z ``state`` ``[w, B, d_phi, d + 1]``; returns the new hidden and
         state. ``written`` ``[w]`` marks rows whose layer has written before (segment > 0)."""
-        rows = slice(0, hidden.shape[0])
+        rows, matmul = slice(0, hidden.shape[0]), self.grad_matmul
         hidden, write = armt_layers(hidden, params, rows, self, matmul, state, written)
         return hidden, state if write is None else matmul.accumulate(state, *write)
 

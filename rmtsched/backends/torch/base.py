@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import torch
 
 from rmtsched.backends.protocol import LayerState
+from rmtsched.backends.torch.grad_rowmm import GradRowMatmul
 from rmtsched.backends.torch.kernels import rms_norm
 from rmtsched.backends.torch.layers import RotaryCache
 from rmtsched.backends.torch.params import check_params, layer_param_names
@@ -91,8 +92,34 @@ class StackedModel:
             return self.params["embed"][inputs.to(self.device)]
         return inputs.to(device=self.device, dtype=self.dtype)
 
-    def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
-        return rms_norm(hidden, self.params["final_norm"], self.spec.rms_norm_eps)
+    def final_norm(self, hidden: torch.Tensor, weights: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        return rms_norm(hidden, (self.params if weights is None else weights)["final_norm"], self.spec.rms_norm_eps)
+
+    def segment_output(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.final_norm(self.output_tokens(hidden))  # [B, T, d]
+
+    def output_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The segment's own tokens out of a cell's ``[B, n', d]`` (the memory tokens dropped)."""
+        raise NotImplementedError
+
+    # -- training (``protocol.TrainableModel``; the layers are each family's ``train_layers``) ------------
+    @property
+    def train_layer_params(self) -> tuple[str, ...]:
+        return tuple(layer_param_names(self.spec))
+
+    @property
+    def grad_matmul(self) -> GradRowMatmul:
+        """``self.matmul`` for autograd (backward GEMMs row-exact too), made once."""
+        if getattr(self, "_grad_matmul", None) is None:
+            self._grad_matmul = GradRowMatmul(self.matmul)
+        return self._grad_matmul
+
+    def train_logits(self, weights: Mapping[str, torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
+        head = weights["embed"] if self.spec.tie_word_embeddings else weights["lm_head"]
+        return torch.nn.functional.linear(self.final_norm(self.output_tokens(hidden), weights), head)  # [B, T, V]
+
+    def train_state(self, batch_size: int) -> torch.Tensor | None:
+        return None
 
     @property
     def lm_head_weight(self) -> torch.Tensor:

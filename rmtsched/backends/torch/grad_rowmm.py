@@ -60,7 +60,7 @@ class _Accumulate(torch.autograd.Function):
     def forward(ctx: Any, matmul: RowMatmul, c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         ctx.matmul = matmul
         ctx.save_for_backward(a, b)
-        return matmul.accumulate_(c.contiguous().clone(), a, b)  # the in-place kernel's bits, on a copy
+        return matmul.accumulate(c, a, b)  # the in-place kernel's bits, on a copy
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:

@@ -16,7 +16,6 @@ import torch
 
 from rmtsched.backends.protocol import LayerState
 from rmtsched.backends.torch.base import StackedModel
-from rmtsched.backends.torch.grad_rowmm import GradRowMatmul
 from rmtsched.backends.torch.layers import llama_layers
 
 
@@ -28,19 +27,29 @@ class RMTModel(StackedModel):
     def segment_input(
         self, segment: int, inputs: torch.Tensor, previous_output: torch.Tensor | None
     ) -> torch.Tensor:
-        tokens = self.embed(inputs)
-        mem_tokens = self.spec.mem_tokens
-        if mem_tokens == 0:
-            return tokens
-        if previous_output is None:
-            memory = self.memory_tokens(tokens.shape[0])
-        else:
-            memory = self.final_norm(previous_output[:, previous_output.shape[1] - mem_tokens :])
-        return torch.cat((memory, tokens, memory), dim=1)
+        return self._with_memory(self.params, self.embed(inputs), previous_output)
 
-    def segment_output(self, hidden: torch.Tensor) -> torch.Tensor:
-        mem_tokens = self.spec.mem_tokens
-        return self.final_norm(hidden[:, mem_tokens : hidden.shape[1] - mem_tokens])
+    def train_segment_input(
+        self, weights: Mapping[str, torch.Tensor], inputs: torch.Tensor, previous: torch.Tensor | None
+    ) -> torch.Tensor:
+        return self._with_memory(weights, weights["embed"][inputs], previous)
+
+    def _with_memory(
+        self, weights: Mapping[str, torch.Tensor], tokens: torch.Tensor, previous: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``[read memory, tokens, write memory]``; memory = the last layer's normed write slots of s-1."""
+        m = self.spec.mem_tokens
+        if m == 0:
+            return tokens
+        if previous is None:
+            memory = weights["memory"].expand(tokens.shape[0], -1, -1)
+        else:
+            memory = self.final_norm(previous[:, previous.shape[1] - m :], weights)
+        return torch.cat((memory, tokens, memory), dim=1)  # [B, M + T + M, d]
+
+    def output_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
+        m = self.spec.mem_tokens
+        return hidden[:, m : hidden.shape[1] - m]
 
     def forward_layers(self, hidden: torch.Tensor, layers: range, state: LayerState) -> torch.Tensor:
         return llama_layers(hidden, self.params, self._rows(layers), self.spec, self.rope, self.matmul)
@@ -51,7 +60,7 @@ class RMTModel(StackedModel):
         params: Mapping[str, torch.Tensor],
         state: torch.Tensor | None,
         written: torch.Tensor,
-        matmul: GradRowMatmul,
     ) -> tuple[torch.Tensor, None]:
         """``forward_layers`` for autograd on rows ``params[*]`` (leaves ``[w, ...]``); RMT has no layer state."""
-        return llama_layers(hidden, params, slice(0, hidden.shape[0]), self.spec, self.rope, matmul), None
+        rows = slice(0, hidden.shape[0])
+        return llama_layers(hidden, params, rows, self.spec, self.rope, self.grad_matmul), None

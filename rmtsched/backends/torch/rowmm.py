@@ -90,6 +90,10 @@ class RowMatmul:
         """``c[i] += a[i] @ b[i]`` in place (``baddbmm_``), shapes as in ``batched``; ``c`` contiguous."""
         return self._run("accumulate", _baddbmm_rows_, _baddbmm_flat_, c, a, b)
 
+    def accumulate(self, c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``c + a @ b`` as a new tensor, with ``accumulate_``'s bits (``GradRowMatmul`` has the same call)."""
+        return self.accumulate_(c.contiguous().clone(), a, b)
+
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Causal (grouped-query) SDPA per row: ``q`` ``[w, B, H, n, hd]``, ``k``/``v`` ``[w, B, K, n_kv, hd]``
         -> ``[w, B, H, n, hd]``. The canonical row is one SDPA call on that row's aligned operands.

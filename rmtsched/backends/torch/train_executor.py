@@ -27,11 +27,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from rmtsched.backends.torch.base import StackedModel
+from rmtsched.backends.protocol import TrainableModel
 from rmtsched.backends.torch.executor import contiguous_runs, model_graph
-from rmtsched.backends.torch.grad_rowmm import GradRowMatmul
-from rmtsched.backends.torch.params import layer_param_names
-from rmtsched.backends.torch.train_cells import CellMaths, cell_maths, head_weight, initial_state
 from rmtsched.errors import RmtschedError
 from rmtsched.sched import Cell, Phase, TrainGraph, TrainSchedule, split_segments, validate_train
 
@@ -104,21 +101,22 @@ class TrainRunner:
     """Interprets one training schedule on one batch; see the module docstring for the exactness argument."""
 
     def __init__(
-        self, model: StackedModel, inputs: torch.Tensor, targets: torch.Tensor, graph: TrainGraph,
+        self, model: TrainableModel, inputs: torch.Tensor, targets: torch.Tensor, graph: TrainGraph,
         schedule: TrainSchedule,
     ):
         self.model, self.graph, self.schedule = model, graph, schedule
         self.recomputed = schedule.recomputed
-        self.maths: CellMaths = cell_maths(model)
-        self.matmul = GradRowMatmul(model.matmul)
-        self.inputs, self.targets = inputs.to(model.device), targets.to(model.device)
+        _check_trainable(model)
+        device = getattr(model, "device", inputs.device)
+        self.inputs, self.targets = inputs.to(device), targets.to(device)
         self.num_scored = int((self.targets != IGNORE_INDEX).sum())
         if self.num_scored == 0:
             raise RmtschedError(f"every target is {IGNORE_INDEX} (ignored): a training step needs a token to score")
         self.segment_tokens = tuple(split_segments(int(inputs.shape[1]), model.segment_len))
         self.starts = [sum(self.segment_tokens[:s]) for s in range(len(self.segment_tokens) + 1)]
         self.num_layers, self.num_segments = model.num_layers, len(self.segment_tokens)
-        self.layer_names = layer_param_names(model.spec)
+        self.layer_names = tuple(model.train_layer_params)
+        self.first_layer = getattr(model, "layers", range(model.num_layers)).start  # row 0 of a stacked weight
         self.global_names = [name for name in model.params if name not in self.layer_names]
         self.records: dict[Cell, _CellInputs] = {}
         # Values crossing cells, keyed (kind, producing cell): "hidden" and "state" are F's outputs,
@@ -259,22 +257,22 @@ class TrainRunner:
                     weights = self._global_leaves(cell_leaves, "input")
                     previous = self._leaf(cell_leaves, "previous", record.previous,
                                           self._previous_has_gradient(cell.segment))
-                    inputs.append(self.maths.segment_input(model, weights, self._tokens(cell.segment), previous))
+                    inputs.append(model.train_segment_input(weights, self._tokens(cell.segment), previous))
                 else:
                     inputs.append(self._leaf(cell_leaves, "hidden", record.hidden, True))
-            rows = model._rows(range(cells[0].layer, cells[-1].layer + 1))
+            rows = slice(cells[0].layer - self.first_layer, cells[-1].layer + 1 - self.first_layer)
             layer_leaves = {name: params[name][rows].detach().requires_grad_() for name in self.layer_names}
-            written = torch.tensor([cell.segment > 0 for cell in cells], device=model.device)
+            hidden = torch.stack(inputs)  # [w, B, n, d]
+            written = torch.tensor([cell.segment > 0 for cell in cells], device=hidden.device)
             state = None if states[0] is None else torch.stack(states)
-            hidden, state = model.train_layers(torch.stack(inputs), layer_leaves, state, written, self.matmul)
+            hidden, state = model.train_layers(hidden, layer_leaves, state, written)
             losses = [self._loss(hidden[row], cell.segment, self._global_leaves(leaves[row], "output"))
                       if cell.layer == self.num_layers - 1 else None for row, cell in enumerate(cells)]
         return _GroupGraph(tuple(cells), leaves, layer_leaves, hidden, state, losses)
 
     def _loss(self, hidden: torch.Tensor, segment: int, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         """Cross-entropy summed over the segment's scored tokens, over the number of scored tokens in the batch."""
-        output = self.maths.segment_output(self.model, weights, hidden)  # [B, T, d]
-        logits = F.linear(output, head_weight(self.model, weights))  # [B, T, V]
+        logits = self.model.train_logits(weights, hidden)  # [B, T, V]
         targets = self.targets[:, self.starts[segment] : self.starts[segment + 1]]
         scored = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
         return scored / self.num_scored
@@ -299,7 +297,7 @@ class TrainRunner:
 
     def _state_in(self, cell: Cell) -> torch.Tensor | None:
         if cell.segment == 0:
-            return initial_state(self.model, int(self.inputs.shape[0]))
+            return self.model.train_state(int(self.inputs.shape[0]))
         return self.take("state", Cell(cell.layer, cell.segment - 1), required=False)
 
     def _state_has_gradient(self, cell: Cell) -> bool:
@@ -346,8 +344,18 @@ class TrainRunner:
         return total
 
 
+def _check_trainable(model: object) -> None:
+    missing = [name for name in ("params", "train_layer_params", "train_state", "train_segment_input", "train_layers",
+                                 "train_logits") if not hasattr(model, name)]
+    if missing:
+        raise RmtschedError(
+            f"training needs a model with differentiable cells (protocol.TrainableModel); {type(model).__name__} "
+            f"lacks {', '.join(missing)}"
+        )
+
+
 def train_gradients(
-    model: StackedModel,
+    model: TrainableModel,
     inputs: torch.Tensor,
     targets: torch.Tensor,
     schedule: TrainSchedule,
@@ -377,7 +385,7 @@ def train_gradients(
 
 
 def train_step(
-    model: StackedModel,
+    model: TrainableModel,
     inputs: torch.Tensor,
     targets: torch.Tensor,
     schedule: TrainSchedule,
