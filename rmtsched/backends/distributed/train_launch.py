@@ -12,6 +12,7 @@ fold, so the loss and gradients come out of the same code as ``train_gradients``
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 
@@ -83,4 +84,27 @@ def train_pipelined(
     return TrainResult(merged.loss(), merged.gradients(), stats)
 
 
-__all__ = ["train_pipelined"]
+def train_step_pipelined(
+    model: StackedModel,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    schedule: TrainSchedule,
+    optimizer: torch.optim.Optimizer,
+    *,
+    truncation: int | None = None,
+    **launch: Any,
+) -> TrainResult:
+    """``train_step`` with ``train_pipelined``'s gradients, on ``schedule.num_devices`` processes: each
+    parameter's ``.grad`` is set, ``optimizer.step()`` runs here, then the ``.grad``s are cleared.
+    ``launch`` passes ``threads_per_proc``, ``timeout_s`` or ``start_method`` on."""
+    result = train_pipelined(model, inputs, targets, schedule, num_procs=schedule.num_devices, truncation=truncation,
+                             **launch)  # fmt: skip
+    for name, param in model.params.items():
+        param.grad = result.grads.get(name)
+    optimizer.step()
+    for param in model.params.values():
+        param.grad = None
+    return result
+
+
+__all__ = ["train_pipelined", "train_step_pipelined"]
