@@ -56,6 +56,12 @@ def train_pipelined(
             f"processes were asked for: expected a schedule on {num_procs} devices (e.g. 'pipelined')",
             kind="config",
         )
+    if inputs.dim() != 2 or inputs.dtype not in (torch.int32, torch.int64) or targets.shape != inputs.shape:
+        raise DistributedConfigError(
+            f"training needs token ids [batch, tokens] and targets of the same shape, got inputs "
+            f"{list(inputs.shape)} ({inputs.dtype}) and targets {list(targets.shape)}",
+            kind="config",
+        )
     if model.device.type != "cpu":
         raise DistributedConfigError(f"multi-process training runs on CPU, got a model on {model.device}",
                                      kind="config")  # fmt: skip

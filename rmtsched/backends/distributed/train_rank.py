@@ -82,10 +82,9 @@ class _TrainRank:
         try:
             for index in self.plan.steps:
                 step = self.job.schedule.steps[index]
-                self.index = index
-                self.cell = step.cells[0]
-                where = f"step {self.index} ({step.phase.value} cells {[tuple(cell) for cell in step.cells]})"
-                self.progress(self.index, "compute", self.plan.rank, self.cell)
+                self.index, self.cell = index, step.cells[0]
+                where = f"step {index} ({step.phase.value} cells {[tuple(cell) for cell in step.cells]})"
+                self.progress(index, "compute", self.plan.rank, self.cell)
                 self._run_step(index)
             self.index, where = None, "the final sends"
             self.link.finish()

@@ -60,6 +60,13 @@ def test_a_schedule_on_other_devices_than_processes_is_refused_before_any_start(
         train_pipelined(model, *batch(model), schedule, num_procs=2)
 
 
+def test_float_inputs_are_refused_before_any_start():
+    model = tiny_model("armt")
+    inputs, targets = batch(model)
+    with pytest.raises(DistributedConfigError, match=r"token ids .*got inputs \[2, 23\] \(torch.float32\)"):
+        train_pipelined(model, inputs.float(), targets, pipelined(train_graph(model, None), 2), num_procs=2)
+
+
 def build_model_broken_on_rank_1(spec, **kwargs):
     """``build_model``, but on rank 1 layer 2's output projection has a wrong shape (its first F fails)."""
     model = build_model(spec, **kwargs)
