@@ -7,6 +7,8 @@ rounding depends on it. Failures end every rank with an error naming the rank an
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from train_helpers import batch, pipelined, segments_alternating, tiny_model, train_graph
@@ -87,3 +89,18 @@ def test_a_rank_that_fails_names_its_rank_and_step(monkeypatch):
     assert (error.kind, error.rank, error.step) == ("raised", 1, first_step_of_rank_1)
     assert f"rank 1 failed at step {first_step_of_rank_1} (F cells [(2, 0)])" in str(error)
     assert f"[ {first_step_of_rank_1}]" in error.__notes__[0].split("backward")[0]  # the failed F cell, marked
+
+
+def build_model_dying_on_rank_1(spec, **kwargs):
+    """``build_model``, but rank 1 exits at once, with no result."""
+    if torch.distributed.get_rank() == 1:
+        os._exit(7)
+    return build_model(spec, **kwargs)
+
+
+def test_a_rank_that_dies_is_named(monkeypatch):
+    model = tiny_model("rmt")
+    monkeypatch.setattr(train_launch, "build_model", build_model_dying_on_rank_1)
+    with pytest.raises(DistributedError, match=r"rank 1 exited \(7\) without a result") as caught:
+        train_pipelined(model, *batch(model), pipelined(train_graph(model, None), 2), num_procs=2, timeout_s=30)
+    assert (caught.value.kind, caught.value.rank) == ("died", 1)
