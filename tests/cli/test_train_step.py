@@ -48,7 +48,7 @@ def test_two_processes_take_the_same_steps_as_one(capsys: pytest.CaptureFixture[
     code, out, err = run_main(capsys, *small, "--schedule", "sequential")
     assert (code, err) == (0, "")
     one = json.loads(out)
-    code, out, err = run_main(capsys, *small, "--schedule", "pipelined", "--devices", "2")
+    code, out, err = run_main(capsys, *small, "--schedule", "pipelined", "--devices", "2", "--threads-per-process", "1")
     assert (code, err) == (0, "")
     two = json.loads(out)
     assert (one["devices"], two["devices"], len(two["losses"])) == (1, 2, 2)
