@@ -129,7 +129,7 @@ class GatedLinearRecurrence:
 
     def train_logits(self, weights, hidden: torch.Tensor) -> torch.Tensor:
         """Logits through the embedding table (a tied head): ``segment_output`` from ``weights``."""
-        return F.linear(rms_norm(hidden, weights["final_norm"], self.config.norm_eps), weights["embed"])
+        return self.grad_matmul.dense(rms_norm(hidden, weights["final_norm"], self.config.norm_eps), weights["embed"])
 
     # -- the layers, one code path for inference and training --------------------------------------------
     def _layers(

@@ -84,6 +84,22 @@ def test_diagonal_training_is_exact_at_the_default_thread_count() -> None:
     assert_same_training(model, inputs, next_token_targets(inputs), schedule, None, "default threads")
 
 
+@pytest.mark.parametrize("family", ["armt", "rmt"])
+def test_training_at_two_threads_equals_one_thread_default_thread_count(family: str) -> None:
+    """Diagonal at 2 intra-op threads against sequential at 1: every GEMM (the LM head too) is thread-exact."""
+    model = build_model(small_spec(family, "paper"), seed=1)
+    inputs = random_inputs(model.spec, 2, 18, seed=3)
+    targets = next_token_targets(inputs)
+    graph = TrainGraph(model_graph(model, 18))
+    with intra_op_threads(1):
+        expected = train_gradients(model, inputs, targets, make_train_schedule(graph, "sequential"))
+    with intra_op_threads(2):
+        got = train_gradients(model, inputs, targets, make_train_schedule(graph, "diagonal"))
+    assert torch.equal(got.loss, expected.loss)
+    for name, grad in expected.grads.items():
+        assert torch.equal(got.grads[name], grad), name
+
+
 @FAST
 @given(family=st.sampled_from(("armt", "rmt")), data=st.data(), seed=st.integers(0, 2**32 - 1),
        dtype=st.sampled_from((torch.float32, torch.float64)))

@@ -40,6 +40,21 @@ def test_every_schedule_takes_the_same_steps_bit_for_bit(capsys: pytest.CaptureF
     assert losses["sequential"] == losses["diagonal"] == losses["greedy"]
 
 
+@pytest.mark.distributed
+@pytest.mark.timeout(120)
+def test_two_processes_take_the_same_steps_as_one(capsys: pytest.CaptureFixture[str]) -> None:
+    """Ranks and this process run one intra-op thread each (fast here); the losses must match bit for bit."""
+    small = [*SMALL, "--steps", "2", "--json"]
+    code, out, err = run_main(capsys, *small, "--schedule", "sequential")
+    assert (code, err) == (0, "")
+    one = json.loads(out)
+    code, out, err = run_main(capsys, *small, "--schedule", "pipelined", "--devices", "2", "--threads-per-process", "1")
+    assert (code, err) == (0, "")
+    two = json.loads(out)
+    assert (one["devices"], two["devices"], len(two["losses"])) == (1, 2, 2)
+    assert two["losses"] == one["losses"]
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -48,6 +63,8 @@ def test_every_schedule_takes_the_same_steps_bit_for_bit(capsys: pytest.CaptureF
         (["--steps", "0"], "--steps: expected a positive integer, got 0"),
         (["--model", "nope"], "nope"),
         (["--schedule", "diagonal", "--memory-budget", "4"], "'diagonal' keeps every activation"),
+        (["--schedule", "diagonal", "--devices", "2"], "'diagonal' runs on one device, got num_devices=2"),
+        (["--devices", "0"], "--devices: expected a positive integer, got 0"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:

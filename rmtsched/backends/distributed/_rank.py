@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from rmtsched.backends.distributed._board import ProgressBoard
 from rmtsched.backends.distributed.errors import PeerLost, StepFailure
-from rmtsched.backends.distributed.job import RankJob, rank_device, run_job
+from rmtsched.backends.distributed.job import LaunchedJob, rank_device
 from rmtsched.backends.distributed.lifeline import exit_with
 from rmtsched.errors import RmtschedError
 
@@ -45,14 +45,14 @@ def child_main(
     status = 1
     try:
         torch.set_num_threads(threads)
-        job: RankJob = pickle.loads(blob)
+        job: LaunchedJob = pickle.loads(blob)
         timeout = datetime.timedelta(seconds=group_timeout_s)
         board.mark(rank, "join")
         store = dist.TCPStore("127.0.0.1", store_port, world_size, is_master=False, timeout=timeout)
         dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
         board.mark(rank, "setup")
-        report = run_job(
-            job,
+        # A forward ``RankJob`` or a training ``TrainRankJob``: each knows how to run itself on this rank.
+        report = job.run(
             rank_device(device, rank),
             progress=lambda step, phase, peer, cell: board.mark(rank, phase, step, peer, cell),
         )

@@ -22,10 +22,15 @@ from rmtsched.sched import Cell
 
 _HEADER_LEN = 8  # dtype code, ndim, up to six dimensions
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int64, torch.int32)
+# What a message carries about its cell: inference sends only "hidden"; training also sends the memory state
+# and the gradients of both (the training runner's mailbox kinds).
+KINDS = ("hidden", "state", "grad_hidden", "grad_state")
 
 
-def _tag(cell: Cell, num_segments: int, header: bool) -> int:
-    return 2 * (cell.layer * num_segments + cell.segment) + (0 if header else 1)
+def message_tag(kind: str, cell: Cell, num_layers: int, num_segments: int, header: bool) -> int:
+    """The tag of ``kind`` of ``cell`` (or of its header): distinct for every (kind, cell, header)."""
+    slot = (KINDS.index(kind) * num_layers + cell.layer) * num_segments + cell.segment
+    return 2 * slot + (0 if header else 1)
 
 
 def _encode_header(tensor: torch.Tensor) -> torch.Tensor:
@@ -50,12 +55,38 @@ class _Pending:
         self.payload: tuple[dist.Work, torch.Tensor] | None = None
 
 
-class PeerLink:
-    """This rank's sends and receives for one run of its plan.
+class Waits:
+    """Blocking waits on messages, reported and timed: the part every link between ranks shares.
 
     ``on_wait(phase, peer, cell)`` is called before a blocking wait (and with phase "compute" after it), so
-    the launcher can tell which rank waits on which when nothing moves.
+    the launcher can tell which rank waits on which when nothing moves; ``wait_s`` sums the time blocked.
+    A failed message raises ``PeerLost`` naming the peer.
     """
+
+    def __init__(self, on_wait: Callable[[str, int, Cell], None] | None = None):
+        self.on_wait = on_wait or (lambda phase, peer, cell: None)
+        self.wait_s = 0.0
+
+    def _blocking_wait(self, work: dist.Work, phase: str, peer: int, cell: Cell) -> None:
+        if work.is_completed():
+            self._wait(work, phase, peer, cell)
+            return
+        self.on_wait(phase, peer, cell)
+        start = time.perf_counter()
+        self._wait(work, phase, peer, cell)
+        self.wait_s += time.perf_counter() - start
+        self.on_wait("compute", peer, cell)
+
+    @staticmethod
+    def _wait(work: dist.Work, phase: str, peer: int, cell: Cell) -> None:
+        try:
+            work.wait()
+        except RuntimeError as exc:
+            raise PeerLost(peer, cell, phase, exc) from exc
+
+
+class PeerLink(Waits):
+    """This rank's sends and receives of hidden states for one run of its plan (waits as ``Waits`` says)."""
 
     def __init__(
         self,
@@ -65,11 +96,10 @@ class PeerLink:
         lookahead: int = 2,
         on_wait: Callable[[str, int, Cell], None] | None = None,
     ):
+        super().__init__(on_wait)
         self.plan = plan
         self.device = device
         self.lookahead = lookahead
-        self.on_wait = on_wait or (lambda phase, peer, cell: None)
-        self.wait_s = 0.0
         self._sent_shapes: set[tuple[int, int]] = set()
         self._known_shapes: dict[tuple[int, int], tuple[torch.dtype, tuple[int, ...]]] = {}
         self._queued: dict[int, deque[Cell]] = {src: deque(cells) for src, cells in plan.recvs.items()}
@@ -177,23 +207,6 @@ class PeerLink:
         pending.payload = (dist.irecv(buffer, src, tag=self._tag(pending.cell, False)), buffer)
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _blocking_wait(self, work: dist.Work, phase: str, peer: int, cell: Cell) -> None:
-        if work.is_completed():
-            self._wait(work, phase, peer, cell)
-            return
-        self.on_wait(phase, peer, cell)
-        start = time.perf_counter()
-        self._wait(work, phase, peer, cell)
-        self.wait_s += time.perf_counter() - start
-        self.on_wait("compute", peer, cell)
-
-    @staticmethod
-    def _wait(work: dist.Work, phase: str, peer: int, cell: Cell) -> None:
-        try:
-            work.wait()
-        except RuntimeError as exc:
-            raise PeerLost(peer, cell, phase, exc) from exc
-
     def _first_of_each_length(self, cells: tuple[Cell, ...]) -> list[Cell]:
         first: dict[int, Cell] = {}
         for cell in cells:
@@ -204,4 +217,4 @@ class PeerLink:
         return self.plan.segment_tokens[cell.segment]
 
     def _tag(self, cell: Cell, header: bool) -> int:
-        return _tag(cell, self.plan.num_segments, header)
+        return message_tag("hidden", cell, self.plan.num_layers, self.plan.num_segments, header)

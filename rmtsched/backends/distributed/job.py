@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -27,6 +28,14 @@ from rmtsched.errors import SpecError
 ModelFactory = Callable[..., RecurrentModel]
 
 
+class LaunchedJob(Protocol):
+    """What the launcher pickles for a rank: a model factory and a ``run`` that returns the rank's report."""
+
+    model_factory: ModelFactory
+
+    def run(self, device: torch.device, progress: Progress | None = None) -> Any: ...
+
+
 @dataclass(frozen=True)
 class RankJob:
     """Everything a rank needs. ``inputs`` (token ids ``[batch, N]`` or embeddings ``[batch, N, d]``) only
@@ -41,6 +50,10 @@ class RankJob:
     repeat: int = 1
     keep_outputs: bool = False
     warmup_plan: RankPlan | None = None
+
+    def run(self, device: torch.device, progress: Progress | None = None) -> RankReport:
+        """What the launcher's rank process calls (every job type it starts has this method)."""
+        return run_job(self, device, progress)
 
 
 @dataclass

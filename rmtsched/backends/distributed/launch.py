@@ -33,8 +33,8 @@ import torch.distributed as dist
 
 from rmtsched.backends.distributed._board import ProgressBoard, RankPosition
 from rmtsched.backends.distributed._rank import child_main
-from rmtsched.backends.distributed.errors import DistributedConfigError, DistributedError
-from rmtsched.backends.distributed.job import ModelFactory, RankJob, RankReport
+from rmtsched.backends.distributed.errors import DistributedConfigError, DistributedError, RankFault
+from rmtsched.backends.distributed.job import LaunchedJob, ModelFactory, RankJob
 from rmtsched.backends.distributed.plan import RankPlan, build_plans
 from rmtsched.backends.distributed.result import PipelineResult, summarise
 from rmtsched.sched import CellGraph, Schedule, graph_for_tokens, grid_note, make_schedule, warmup_graph
@@ -153,7 +153,7 @@ def _uses_previous_output(layout: Any, graph: CellGraph) -> bool:
     return bool(flag) if flag is not None else graph.rule.name == "global_memory"
 
 
-def _pickle_job(job: RankJob) -> bytes:
+def _pickle_job(job: LaunchedJob) -> bytes:
     try:
         return pickle.dumps(job)
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
@@ -171,7 +171,8 @@ def _launch(
     threads: int,
     timeout_s: float,
     start_method: str,
-) -> list[RankReport]:
+) -> list[Any]:
+    """Start one process per pickled job, serve their rendezvous, and return their reports in rank order."""
     context = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
         context.set_forkserver_preload(["torch", "rmtsched.backends.distributed._rank"])
@@ -227,13 +228,13 @@ def _ended_by_signals() -> Iterator[None]:
 
 def _watch(
     processes: list[Any], connections: list[Connection], board: ProgressBoard, timeout_s: float
-) -> list[RankReport]:
+) -> list[Any]:
     """Collect one report per rank, or raise as soon as any rank fails or nothing moves for ``timeout_s``.
 
     A rank whose peer vanished reports that too, often before the peer's own death is seen; such a
     secondary error is held for a moment so the first cause (the rank that raised or died) is the one named.
     """
-    reports: dict[int, RankReport] = {}
+    reports: dict[int, Any] = {}
     finished: set[int] = set()
     secondary: DistributedError | None = None
     blame_deadline = float("inf")
@@ -245,7 +246,7 @@ def _watch(
             if connections[rank] in ready or (processes[rank].sentinel in ready and connections[rank].poll()):
                 finished.add(rank)
                 outcome = _receive(rank, connections[rank], processes[rank], board)
-                if isinstance(outcome, RankReport):
+                if not isinstance(outcome, RankFault):
                     reports[rank] = outcome
                 elif outcome.kind != "lost":
                     raise outcome
@@ -265,7 +266,8 @@ def _watch(
     return [reports[rank] for rank in range(len(processes))]
 
 
-def _receive(rank: int, connection: Connection, process: Any, board: ProgressBoard) -> RankReport | DistributedError:
+def _receive(rank: int, connection: Connection, process: Any, board: ProgressBoard) -> Any:
+    """The rank's report, or the ``DistributedError`` (``DistributedConfigError``) its failure amounts to."""
     try:
         status, payload = pickle.loads(connection.recv_bytes())
     except (EOFError, OSError):  # the pipe closed with no message: the rank is dying or dead

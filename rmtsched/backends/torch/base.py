@@ -116,7 +116,7 @@ class StackedModel:
 
     def train_logits(self, weights: Mapping[str, torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
         head = weights["embed"] if self.spec.tie_word_embeddings else weights["lm_head"]
-        return torch.nn.functional.linear(self.final_norm(self.output_tokens(hidden), weights), head)  # [B, T, V]
+        return self.grad_matmul.dense(self.final_norm(self.output_tokens(hidden), weights), head)  # [B, T, V]
 
     def train_state(self, batch_size: int) -> torch.Tensor | None:
         return None

@@ -10,6 +10,7 @@ where a probe proved it row-exact, else the canonical per-row calls):
 * ``batched``: ``c = a b`` -> ``da = dc b^T``, ``db = a^T dc``;
 * ``accumulate``: ``c' = c + a b`` (out of place) -> ``dc = dc'``, and ``da``, ``db`` as ``batched``;
 * ``attention``: per row, with autograd's own SDPA backward on that row (rebuilt from q, k, v);
+* ``dense``: one weight for all of ``x`` (a cell's LM head), as a width-1 ``linear``;
 * ``scale_rows`` / ``shift_rows``: ``x * weight`` / ``x + bias`` with a weight per row, whose weight
   gradient sums each row on its own (autograd would reduce all rows in one call).
 
@@ -18,12 +19,14 @@ Element-wise work and last-dim reductions need nothing: autograd runs them per e
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from rmtsched.backends.torch.rowmm import RowMatmul, aligned
+from rmtsched.backends.torch.rowmm import RowMatmul, aligned, thread_exact
+from rmtsched.backends.torch.threads import intra_op_threads
 
 
 class _Linear(torch.autograd.Function):
@@ -80,18 +83,21 @@ def _batched_grads(
 
 class _Attention(torch.autograd.Function):
     """Causal SDPA row by row. The backward rebuilds each row's SDPA graph from the saved q, k, v and runs
-    autograd's SDPA backward on it: one more attention forward, and nothing but the inputs kept."""
+    autograd's SDPA backward on it: one more attention forward, and nothing but the inputs kept. SDPA's
+    CPU backward rounds differently at 1 and 2 threads for some shapes, so a layout whose probe shows it
+    runs at one thread (``rowmm.thread_exact``), forward included."""
 
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(q, k, v)
-        with torch.enable_grad():  # the kernel autograd would pick, so the backward's rebuild has these bits
+        with _attention_threads(q, k, v), torch.enable_grad():  # the kernel the backward's rebuild picks
             return torch.stack([out.detach() for _, out in _attention_rows(q, k, v)])  # [w, B, H, n, hd]
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        with torch.enable_grad():
-            rows = _attention_rows(*ctx.saved_tensors)
+        q, k, v = ctx.saved_tensors
+        with _attention_threads(q, k, v), torch.enable_grad():
+            rows = _attention_rows(q, k, v)
             grads = [torch.autograd.grad(out, leaves, grad_row)
                      for (leaves, out), grad_row in zip(rows, grad.unbind(0), strict=True)]
         return tuple(torch.stack(parts) for parts in zip(*grads, strict=True))  # type: ignore[return-value]
@@ -107,6 +113,23 @@ def _attention_rows(
         leaves = [aligned(t.detach()).requires_grad_() for t in (qi, ki, vi)]
         rows.append((leaves, F.scaled_dot_product_attention(*leaves, is_causal=True, enable_gqa=gqa)))
     return rows
+
+
+def _attention_forward_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """One row's output and its q, k, v gradients (for a fixed upstream gradient), flattened: what the
+    thread probe compares."""
+    with torch.enable_grad():
+        ((leaves, out),) = _attention_rows(q, k, v)
+        upstream = torch.linspace(-1.0, 1.0, out.numel(), dtype=out.dtype, device=out.device).view(out.shape)
+        grads = torch.autograd.grad(out, leaves, upstream)
+    return torch.cat([out.detach().flatten(), *(g.flatten() for g in grads)])
+
+
+def _attention_threads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> AbstractContextManager[Any]:
+    """One intra-op thread where this layout's SDPA forward or backward differs from its 1-thread bits."""
+    if thread_exact("attention-train", _attention_forward_backward, (q, k, v)):
+        return nullcontext()
+    return intra_op_threads(1)
 
 
 class _ScaleRows(torch.autograd.Function):
@@ -154,6 +177,13 @@ class GradRowMatmul:
 
     def batched(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return _Batched.apply(self.matmul, a, b)
+
+    def dense(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``F.linear(x, weight)`` for ONE weight ``[n, k]`` and ``x`` ``[..., k]``, as a width-1 ``linear``: its
+        backward is then thread-exact too (``F.linear``'s backward rounds differently at 1 and 2 threads for
+        some small shapes). For a cell's ends, e.g. the LM head."""
+        out = self.linear(x.reshape(1, -1, x.shape[-1]), weight.unsqueeze(0))  # [1, prod(...), n]
+        return out.view(*x.shape[:-1], weight.shape[0])
 
     def accumulate(self, c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``c + a @ b`` as a new tensor, with the bits of ``RowMatmul.accumulate_``."""

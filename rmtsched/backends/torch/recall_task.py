@@ -8,6 +8,8 @@ carry the pairs across segments.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from rmtsched.backends.torch.base import StackedModel
@@ -15,6 +17,9 @@ from rmtsched.backends.torch.executor import model_graph
 from rmtsched.backends.torch.train_executor import IGNORE_INDEX, TrainResult, train_step
 from rmtsched.errors import RmtschedError
 from rmtsched.sched import TrainGraph, make_train_schedule
+
+# train_step's signature: (model, inputs, targets, schedule, optimizer, *, truncation) -> TrainResult
+OptimizerStep = Callable[..., TrainResult]
 
 
 def recall_batch(
@@ -49,18 +54,25 @@ def train_recall(
     truncation: int | None = None,
     max_width: int | None = None,
     memory_budget: int | None = None,
+    num_devices: int = 1,
+    optimizer_step: OptimizerStep = train_step,
 ) -> list[TrainResult]:
-    """``steps`` Adam steps of ``model`` on fresh recall batches, every one under training scheduler ``schedule``."""
+    """``steps`` Adam steps of ``model`` on fresh recall batches, every one under training scheduler ``schedule``.
+
+    ``num_devices`` goes to the scheduler; ``optimizer_step`` (``train_step``'s signature) takes each step,
+    e.g. ``rmtsched.backends.distributed.train_step_pipelined`` to run a multi-device schedule on processes.
+    """
     num_tokens = 2 * num_pairs + 1
     graph = TrainGraph(model_graph(model, num_tokens), truncation)
-    plan = make_train_schedule(graph, schedule, max_width=max_width, memory_budget=memory_budget)
+    plan = make_train_schedule(graph, schedule, max_width=max_width, memory_budget=memory_budget,
+                               num_devices=num_devices)
     optimizer = torch.optim.Adam(list(model.params.values()), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     results = []
     for _ in range(steps):
         inputs, targets = recall_batch(model.spec.vocab_size, num_pairs, batch_size, generator)
-        results.append(train_step(model, inputs, targets, plan, optimizer, truncation=truncation))
+        results.append(optimizer_step(model, inputs, targets, plan, optimizer, truncation=truncation))
     return results
 
 
-__all__ = ["recall_batch", "train_recall"]
+__all__ = ["OptimizerStep", "recall_batch", "train_recall"]

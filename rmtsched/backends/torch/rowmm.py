@@ -131,15 +131,23 @@ class RowMatmul:
         # Never depends on the width: a width-1 call must take the same kernel as a width-w one.
         if self.mode == "auto" and name in _GROUPED and _grouped_enabled and grouped_gemm.applies(*operands):
             return GROUPED
-        if threads > 1 and operands[0].device.type == "cpu":
-            row_key = (name, threads, *(_row_layout(t) for t in operands))
-            if row_key not in _thread_verdicts:
-                _thread_verdicts[row_key] = _probe_threads(per_row, tuple(t[:1] for t in operands))
-            if not _thread_verdicts[row_key]:
-                return ROWS_ONE_THREAD
+        if not thread_exact(name, per_row, operands):
+            return ROWS_ONE_THREAD
         if self.mode == "auto" and len(operands[0]) > 1 and _probe(per_row, flat, operands):
             return FLAT
         return ROWS
+
+
+def thread_exact(name: str, per_row: Callable, operands: tuple[torch.Tensor, ...]) -> bool:
+    """Whether ``per_row`` on one row of ``operands`` gives the 1-thread bits at the current intra-op thread
+    count (always on one thread or off the CPU); probed once per row layout and thread count, cached."""
+    threads = torch.get_num_threads()
+    if threads == 1 or operands[0].device.type != "cpu":
+        return True
+    row_key = (name, threads, *(_row_layout(t) for t in operands))
+    if row_key not in _thread_verdicts:
+        _thread_verdicts[row_key] = _probe_threads(per_row, tuple(t[:1] for t in operands))
+    return _thread_verdicts[row_key]
 
 
 def _layout(t: torch.Tensor) -> tuple:

@@ -87,8 +87,13 @@ class _GradientFold:
     pending: dict[UseKey, torch.Tensor | None] = field(default_factory=dict)
     total: torch.Tensor | None = None
     next_index: int = 0
+    # Every contribution by use, when set to a dict: a rank of a multi-process run ships those of a weight
+    # whose uses span ranks, so one fold over all of them keeps the order (partial sums would not).
+    uses: dict[UseKey, torch.Tensor | None] | None = None
 
     def add(self, key: UseKey, grad: torch.Tensor | None) -> None:
+        if self.uses is not None:
+            self.uses[key] = grad
         self.pending[key] = grad
         while self.next_index < len(self.order) and self.order[self.next_index] in self.pending:
             grad = self.pending.pop(self.order[self.next_index])
