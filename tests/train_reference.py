@@ -52,14 +52,15 @@ def sequential_bptt(
     return total.detach(), {name: value.grad for name, value in params.items() if value.grad is not None}
 
 
-def assert_same_training(model, inputs, targets, schedule, truncation, label: str) -> None:
-    """``train_gradients`` under ``schedule`` gives ``sequential_bptt``'s loss and gradients, bit for bit."""
+def assert_same_training(model, inputs, targets, schedule, truncation, label: str, expected=None) -> None:
+    """``train_gradients`` under ``schedule`` gives ``sequential_bptt``'s loss and gradients, bit for bit
+    (``expected``: that oracle's result, when the caller already has it)."""
     from rmtsched.backends.torch.train_executor import train_gradients
 
-    expected_loss, expected = sequential_bptt(model, inputs, targets, truncation)
+    expected_loss, expected_grads = expected or sequential_bptt(model, inputs, targets, truncation)
     result = train_gradients(model, inputs, targets, schedule, truncation=truncation)
     assert torch.equal(result.loss, expected_loss), f"{label}: loss {result.loss} != {expected_loss}"
-    assert result.grads.keys() == expected.keys(), label
-    for name, grad in expected.items():
+    assert result.grads.keys() == expected_grads.keys(), label
+    for name, grad in expected_grads.items():
         got = result.grads[name]
         assert torch.equal(got, grad), f"{label}: grad of {name} differs by {(got - grad).abs().max().item():.3e}"
