@@ -106,6 +106,7 @@ class TrainMemory:
     that counting changed nothing)."""
 
     peak_bytes: int
+    left_bytes: int  # still held after the last step: 0 unless a value crossing cells was never consumed
     loss: torch.Tensor
     grads: dict[str, torch.Tensor]
 
@@ -119,7 +120,7 @@ def measure_train_memory(
     with held.saving():
         for index in range(schedule.num_steps):
             runner.run_step(index)
-    return TrainMemory(held.peak_bytes, runner.loss(), runner.gradients())
+    return TrainMemory(held.peak_bytes, held.live_bytes, runner.loss(), runner.gradients())
 
 
 __all__ = ["HeldBytes", "TrainMemory", "measure_train_memory"]
