@@ -107,6 +107,16 @@ class TrainComparison(ComparedRows):
         return records
 
 
+def train_batch(
+    spec: ModelSpec, seq_len: int, batch_size: int, seed: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The compared batch: seeded random token ids ``[batch_size, seq_len]`` and their next-token targets (the
+    ids shifted left by one, wrapping)."""
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randint(0, spec.vocab_size, (batch_size, seq_len), generator=generator).to(device)
+    return inputs, torch.roll(inputs, -1, dims=1)
+
+
 def single_device_train_schedulers() -> list[str]:
     """Registered training schedulers, sequential first (the baseline of every speedup)."""
     names = available_train_schedulers()
@@ -175,9 +185,7 @@ def compare_train(
                  for name, schedule in plans.items()}
 
     model = build_model(spec, seed=seed, dtype=target.dtype, device=target.device, matmul=matmul)
-    generator = torch.Generator().manual_seed(seed)
-    inputs = torch.randint(0, spec.vocab_size, (batch_size, seq_len), generator=generator).to(target.device)
-    targets = torch.roll(inputs, -1, dims=1)
+    inputs, targets = train_batch(spec, seq_len, batch_size, seed, target.device)
     with (
         using_threads(target),
         tqdm(total=len(plans) * (repeat + 1), desc="compare --train", unit="step", disable=not progress,
@@ -214,5 +222,6 @@ __all__ = [
     "compare_train",
     "default_memory_budget",
     "single_device_train_schedulers",
+    "train_batch",
     "train_schedules",
 ]
