@@ -22,6 +22,8 @@ from rmtsched.backends.torch.base import StackedModel
 from rmtsched.backends.torch.train_executor import TrainRunner
 from rmtsched.sched import Cell, TrainGraph, TrainSchedule
 
+StorageKey = tuple[torch.device, int]  # where a storage lives: two live storages never share one
+
 
 class HeldBytes:
     """Live bytes of the distinct storages registered with ``track`` or saved under ``saving()``, and their peak.
@@ -32,9 +34,9 @@ class HeldBytes:
     """
 
     def __init__(self, excluded: Iterable[torch.Tensor] = ()):
-        self._excluded = {tensor.untyped_storage().data_ptr() for tensor in excluded}
-        self._holders: dict[int, int] = {}  # storage address -> registered tensors alive on it
-        self._sizes: dict[int, int] = {}
+        self._excluded = {_storage_key(tensor) for tensor in excluded}
+        self._holders: dict[StorageKey, int] = {}  # storage -> registered tensors alive on it
+        self._sizes: dict[StorageKey, int] = {}
         self.live_bytes = 0
         self.peak_bytes = 0
 
@@ -48,9 +50,8 @@ class HeldBytes:
         """A context in which every tensor autograd saves for the backward counts until autograd frees it."""
         return torch.autograd.graph.saved_tensors_hooks(lambda tensor: _Saved(self, tensor), _Saved.unpack)
 
-    def _hold(self, tensor: torch.Tensor) -> int | None:
-        storage = tensor.untyped_storage()
-        key, size = storage.data_ptr(), storage.nbytes()
+    def _hold(self, tensor: torch.Tensor) -> StorageKey | None:
+        key, size = _storage_key(tensor), tensor.untyped_storage().nbytes()
         if size == 0 or key in self._excluded:
             return None
         if key not in self._holders:
@@ -60,11 +61,15 @@ class HeldBytes:
         self._holders[key] += 1
         return key
 
-    def _release(self, key: int) -> None:
+    def _release(self, key: StorageKey) -> None:
         self._holders[key] -= 1
         if self._holders[key] == 0:
             del self._holders[key]
             self.live_bytes -= self._sizes.pop(key)
+
+
+def _storage_key(tensor: torch.Tensor) -> StorageKey:
+    return tensor.device, tensor.untyped_storage().data_ptr()
 
 
 class _Saved:
