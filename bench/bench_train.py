@@ -6,8 +6,9 @@ activation bytes held for the backward; and simulates both on the hardware spec.
 the peak RSS a fresh process running one step adds over one that only sets up: everything (activations,
 weight gradients, allocator), a second reading of memory independent of the count.
 
-The hardware spec is the newest CPU calibration in bench/data (``cpu_*.json``, written by
-``rmtsched calibrate``) when there is one, else the uncalibrated ``cpu-generic`` preset; the header says which.
+The hardware spec is the newest calibration of this CPU at the thread count the bench runs with, kept in
+bench/data (``cpu_<date>_<threads>thread.json``, written by ``rmtsched calibrate --threads N``; its notes
+name the host), else the uncalibrated ``cpu-generic`` preset; the header says which.
 
     .venv/bin/python bench/bench_train.py                        # armt-small x 64 segments (minutes)
     .venv/bin/python bench/bench_train.py --segments 8 --repeats 1 --no-rss
@@ -32,7 +33,7 @@ from rmtsched.calibrate.compare_train import (
     train_batch,
     train_schedules,
 )
-from rmtsched.calibrate.device import resolve_target
+from rmtsched.calibrate.device import Target, describe_host, resolve_target
 from rmtsched.cli.cmd_compare import format_train_comparison
 from rmtsched.cli.output import to_json
 from rmtsched.sched import TrainGraph, graph_for_tokens
@@ -43,10 +44,17 @@ DATA = Path(__file__).parent / "data"
 SCHEDULES = ("sequential", "diagonal", MEMORY_CAPPED)
 
 
-def default_hardware() -> str:
-    """The newest calibrated CPU spec kept in bench/data, else the generic preset."""
-    calibrated = sorted(DATA.glob("cpu_*.json"))
-    return str(calibrated[-1]) if calibrated else "cpu-generic"
+def choose_hardware(given: str | None, target: Target) -> tuple[str, str]:
+    """The spec to simulate on, and a note saying where it comes from: ``given``, else the newest spec in
+    bench/data that ``rmtsched calibrate`` fitted on this host at ``target``'s thread count (its notes name the
+    CPU, the threads and torch), else the generic preset."""
+    if given is not None:
+        return given, "--hardware"
+    host = describe_host(target)
+    matching = [path for path in sorted(DATA.glob("cpu_*.json")) if host in load_hardware_spec(path).notes]
+    if not matching:
+        return "cpu-generic", "uncalibrated: bench/data holds no calibration of this host at these threads"
+    return str(matching[-1]), f"fitted on this host at these threads: {matching[-1].name}"
 
 
 def run_child(args: argparse.Namespace) -> None:
@@ -73,9 +81,8 @@ def peak_rss_bytes(schedule: str) -> int:
     return usage.ru_maxrss * 1024
 
 
-def print_report(result: TrainComparison, rss: dict[str, int], hardware: str, loads: list[float]) -> None:
-    calibrated = "a calibration of this CPU" if hardware != "cpu-generic" else "uncalibrated, a rough few-core host"
-    print(f"simulator on {result.hardware.name} ({calibrated}); load average {loads[0]:.2f} before, "
+def print_report(result: TrainComparison, rss: dict[str, int], hardware_note: str, loads: list[float]) -> None:
+    print(f"simulator on {result.hardware.name} ({hardware_note}); load average {loads[0]:.2f} before, "
           f"{loads[1]:.2f} after")
     print(format_train_comparison(result))
     if rss:
@@ -103,20 +110,20 @@ def main() -> None:
         return
     spec = load_model_spec(args.model)
     names = args.schedule or list(SCHEDULES)
-    hardware = args.hardware or default_hardware()
+    target = resolve_target("cpu", "fp32", args.threads)
+    hardware, hardware_note = choose_hardware(args.hardware, target)
     loads = [os.getloadavg()[0]]
     rss = {}
     if not args.no_rss:
         baseline = peak_rss_bytes("none")
         rss = {name: peak_rss_bytes(name) - baseline for name in names}
-    target = resolve_target("cpu", "fp32", args.threads)
     result = compare_train(
         spec, load_hardware_spec(hardware), args.segments * spec.segment_len, target, schedules=names,
         batch_size=args.batch_size, memory_budget=args.memory_budget if MEMORY_CAPPED in names else None,
         repeat=args.repeats, progress=sys.stderr.isatty(), clock_name=args.clock,
     )
     loads.append(os.getloadavg()[0])
-    print_report(result, rss, hardware, loads)
+    print_report(result, rss, hardware_note, loads)
     if args.json:
         records = [{**record, "measured_peak_rss_bytes": rss.get(record["schedule"])} for record in result.records()]
         print(to_json(records))
