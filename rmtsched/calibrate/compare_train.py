@@ -200,8 +200,7 @@ def compare_train(
         timings = time_calls(calls, repeat=repeat, device=target.device, clock=now, after_each=bar.update)
     rows = tuple(
         TrainScheduleComparison(name, schedule.num_steps, len(schedule.recomputed), predicted[name].makespan_s,
-                                timings[name].runs_s, float(predicted[name].held_bytes.max(initial=0.0)),
-                                peaks[name])
+                                timings[name].runs_s, predicted[name].peak_activation_bytes, peaks[name])
         for name, schedule in plans.items()
     )
     budget = plans[MEMORY_CAPPED].options["memory_budget"] if MEMORY_CAPPED in plans else None
