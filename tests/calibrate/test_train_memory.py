@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from rmtsched.backends.torch import build_model, train_gradients
 from rmtsched.calibrate.train_memory import HeldBytes, measure_train_memory
-from rmtsched.sched import TrainGraph, graph_for_tokens, make_train_schedule
+from rmtsched.sched import TrainGraph, available_train_schedulers, graph_for_tokens, make_train_schedule
 from rmtsched.specs.model import load_model_spec
 
 
@@ -114,3 +114,17 @@ def test_the_memory_cap_lowers_the_measured_peak_and_everything_is_released(tiny
     # Both uncapped schedules hold every cell's graph before the first backward: the same tensors.
     assert peaks["sequential"] == peaks["diagonal"]
     assert 0 < peaks["checkpointed"] < peaks["sequential"] / 2
+
+
+@pytest.mark.parametrize("model_name", ["armt-tiny", "rmt-tiny"])
+@pytest.mark.parametrize("truncation", [None, 2])
+def test_every_scheduler_releases_all_it_held_by_the_end(model_name: str, truncation: int | None) -> None:
+    spec = load_model_spec(model_name).replace(segment_len=8)
+    model = build_model(spec, seed=0)
+    inputs = torch.randint(0, spec.vocab_size, (1, 4 * 8 - 3), generator=torch.Generator().manual_seed(1))
+    graph = TrainGraph(graph_for_tokens(spec, 4 * 8 - 3), truncation)
+    for name in available_train_schedulers():
+        options = {"memory_budget": spec.num_layers + 1} if name == "checkpointed" else {}
+        measured = measure_train_memory(model, inputs, torch.roll(inputs, -1, dims=1), graph,
+                                        make_train_schedule(graph, name, **options))
+        assert measured.peak_bytes > 0 and measured.left_bytes == 0, name
