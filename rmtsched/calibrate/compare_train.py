@@ -38,6 +38,7 @@ from rmtsched.sched import (
 from rmtsched.sim import CostModel, workload_from_spec
 from rmtsched.sim.train import BACKWARD_FACTOR, simulate_train
 from rmtsched.sim.workload import with_batch
+from rmtsched.specs.guard import BACKEND_BYTES, Estimate, check_fits
 from rmtsched.specs.hardware import HardwareSpec
 from rmtsched.specs.model import ModelSpec
 
@@ -163,13 +164,16 @@ def compare_train(
     clock_name: str = "wall",
     matmul: str = "auto",
     backward_factor: float = BACKWARD_FACTOR,
+    guard: bool = False,
 ) -> TrainComparison:
     """Time, measure and simulate one training step of ``spec`` over ``batch_size`` sequences of ``seq_len``
     seeded random tokens (next-token targets) under ``schedules`` (default: every registered training
     scheduler that runs on one device; ``memory_budget`` cells, default two per layer, for 'checkpointed').
 
     ``truncation`` k back-propagates through the last k segments only; ``clock_name`` "process" times CPU
-    time (one thread on a shared machine). Speedups are over 'sequential' when it is compared.
+    time (one thread on a shared machine). Speedups are over 'sequential' when it is compared. ``guard``
+    refuses (``RequestTooLarge``, before the model is built) a step whose predicted peak memory, the busiest
+    schedule's, does not fit in this machine's available memory (or whose predicted runs take over a week).
     """
     now = clock(clock_name, target.device, target.threads)
     if repeat <= 0 or batch_size <= 0:
@@ -183,6 +187,11 @@ def compare_train(
     cost = CostModel(with_batch(workload_from_spec(spec), batch_size), hardware)
     predicted = {name: simulate_train(schedule, graph, cost, backward_factor=backward_factor, check=False)
                  for name, schedule in plans.items()}
+    if guard:
+        need = BACKEND_BYTES + max(result.peak_memory_bytes for result in predicted.values())
+        what = f"a training step of {spec.name} on {batch_size} x {seq_len:,} tokens (predicted peak memory)"
+        seconds = (repeat + 1) * sum(result.makespan_s for result in predicted.values())
+        check_fits(Estimate(what, graph.forward.num_cells, need, seconds))
 
     model = build_model(spec, seed=seed, dtype=target.dtype, device=target.device, matmul=matmul)
     inputs, targets = train_batch(spec, seq_len, batch_size, seed, target.device)

@@ -206,7 +206,7 @@ def _run_train(args: argparse.Namespace, spec: ModelSpec, target: Target) -> int
     result = compare_train(
         spec, hardware, args.seq_len, target, schedules=args.schedule, batch_size=args.batch_size or 1,
         truncation=args.truncate, memory_budget=args.memory_budget, max_width=args.max_width, repeat=args.repeat,
-        seed=args.seed, progress=show_progress(args), clock_name=args.clock, matmul=args.gemm,
+        seed=args.seed, progress=show_progress(args), clock_name=args.clock, matmul=args.gemm, guard=not args.force,
     )
     print(to_json(result.records()) if args.json else format_train_comparison(result))
     return 0

@@ -4,6 +4,7 @@ the measured ones, JSON records, the table, and one-line errors."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import math
@@ -11,11 +12,13 @@ import math
 import pytest
 from cli_helpers import run_main
 
+from rmtsched.calibrate import compare_train, resolve_target
 from rmtsched.cli.main import main
 from rmtsched.sched import TrainGraph, graph_for_tokens, make_train_schedule
 from rmtsched.sim import CostModel, workload_from_spec
 from rmtsched.sim.train import simulate_train
 from rmtsched.sim.workload import with_batch
+from rmtsched.specs import guard
 from rmtsched.specs.hardware import load_hardware_spec
 from rmtsched.specs.model import load_model_spec
 
@@ -133,3 +136,12 @@ def test_training_options_without_train_exit_2(capsys: pytest.CaptureFixture[str
     code, out, err = run_main(capsys, *[arg for arg in TINY if arg != "--train"], flag, "2")
     assert code == 2 and out == ""
     assert f"{flag} applies to a training step: add --train" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_guard_refuses_a_step_whose_predicted_memory_does_not_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    compare_train_module = importlib.import_module("rmtsched.calibrate.compare_train")
+    monkeypatch.setattr(compare_train_module, "build_model", lambda *a, **k: pytest.fail("the model was built"))
+    monkeypatch.setattr(guard, "available_memory_bytes", lambda: 0.5e9)  # less than the backend's own bytes
+    spec = load_model_spec("armt-tiny").replace(segment_len=16)
+    with pytest.raises(guard.RequestTooLarge, match=r"training step of armt-tiny on 1 x 64 tokens \(predicted peak"):
+        compare_train(spec, load_hardware_spec("cpu-generic"), 64, resolve_target("cpu", "fp32", 1), guard=True)
