@@ -31,12 +31,11 @@ if TYPE_CHECKING:
     from rmtsched.calibrate.pipeline import PipelineComparison
     from rmtsched.specs.model import ModelSpec
 
-TRAIN_ONLY = ("--batch-size", "--truncate", "--memory-budget")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "compare", help="run every schedule on the backend and in the simulator: predicted vs measured time"
+        "compare", help="run every schedule on the backend and in the simulator: predicted vs measured time "
+                        "(--train: of a training step, and its peak activation memory)"
     )
     add_run_arguments(parser, checkpoint=False, inputs=False, dtype_default=None)
     parser.add_argument(
@@ -45,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--schedule", action="append", default=None,
                         help=f"a scheduler to compare, or {FULL_ATTENTION!r} (the baseline: the same LLaMA without "
-                             "memory on all N tokens); repeatable; default: every registered one and the baseline")
+                             "memory on all N tokens); repeatable; default: every registered one and the baseline "
+                             "(with --train: training schedulers, every one that runs on one device)")
     parser.add_argument("--chunk-tokens", type=positive_int, default=None,
                         help=f"tokens per prefill chunk of {FULL_ATTENTION!r} (default {FULL_ATTENTION_CHUNK_TOKENS})")
     parser.add_argument("--trace-dir", type=Path, default=None, metavar="DIR",
@@ -82,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
     spec = load_model_spec(config.model).replace(**config.spec_overrides)
     if args.train:
         return _run_train(args, spec, target)
-    for flag in TRAIN_ONLY:
-        if getattr(args, flag.removeprefix("--").replace("-", "_")) is not None:
+    for flag, value in (("--batch-size", args.batch_size), ("--truncate", args.truncate),
+                        ("--memory-budget", args.memory_budget)):
+        if value is not None:
             raise SpecError(f"{flag} applies to a training step: add --train")
     names = args.schedule or [*available_schedulers(), FULL_ATTENTION]
     schedulers = len([name for name in names if name != FULL_ATTENTION]) + (args.devices > 1)
