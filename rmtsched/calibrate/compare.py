@@ -140,10 +140,14 @@ def rel_error(predicted: float | None, measured: float | None) -> float | None:
     return predicted / measured - 1.0 if predicted and measured else None
 
 
-def single_device_schedulers() -> list[str]:
-    """Registered schedulers, sequential first (the baseline of every speedup)."""
-    names = available_schedulers()
+def sequential_first(names: list[str]) -> list[str]:
+    """``names`` with the baseline of every speedup, sequential, moved first (when it is there)."""
     return [BASELINE, *(name for name in names if name != BASELINE)] if BASELINE in names else names
+
+
+def single_device_schedulers() -> list[str]:
+    """Registered schedulers, sequential first."""
+    return sequential_first(available_schedulers())
 
 
 def _schedules(
@@ -254,5 +258,6 @@ __all__ = [
     "ScheduleComparison",
     "compare",
     "rel_error",
+    "sequential_first",
     "single_device_schedulers",
 ]

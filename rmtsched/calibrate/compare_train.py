@@ -22,7 +22,7 @@ from tqdm import tqdm
 from rmtsched.backends.torch import build_model, train_gradients
 from rmtsched.backends.torch.base import StackedModel
 from rmtsched.backends.torch.timing import time_calls
-from rmtsched.calibrate.compare import BASELINE, ComparedRows, PredictedVsMeasured, rel_error
+from rmtsched.calibrate.compare import ComparedRows, PredictedVsMeasured, rel_error, sequential_first
 from rmtsched.calibrate.device import Target, using_threads
 from rmtsched.calibrate.timing import clock
 from rmtsched.calibrate.train_memory import measure_train_memory
@@ -119,9 +119,8 @@ def train_batch(
 
 
 def single_device_train_schedulers() -> list[str]:
-    """Registered training schedulers, sequential first (the baseline of every speedup)."""
-    names = available_train_schedulers()
-    return [BASELINE, *(name for name in names if name != BASELINE)] if BASELINE in names else names
+    """Registered training schedulers, sequential first."""
+    return sequential_first(available_train_schedulers())
 
 
 def train_schedules(
