@@ -7,7 +7,7 @@ the peak RSS a fresh process running one step adds over one that only sets up: e
 weight gradients, allocator), a second reading of memory independent of the count.
 
 The hardware spec is the newest calibration of this CPU at the thread count the bench runs with, kept in
-bench/data (``cpu_<date>_<threads>thread.json``, written by ``rmtsched calibrate --threads N``; its notes
+bench/data (``cpu_<date>_<N>thread(s).json``, written by ``rmtsched calibrate --threads N``; its notes
 name the host), else the uncalibrated ``cpu-generic`` preset; the header says which.
 
     .venv/bin/python bench/bench_train.py                        # armt-small x 64 segments (minutes)
