@@ -67,22 +67,15 @@ class ScheduleComparison(PredictedVsMeasured):
     by_width: tuple[WidthComparison, ...] = ()
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """Every schedule of one model on one sequence length, and where it ran."""
+class ComparedRows:
+    """Rows of predicted against measured times, one per schedule: look-up by name, speedups (mixin)."""
 
-    spec: ModelSpec
-    hardware: HardwareSpec
-    seq_len: int
-    graph: CellGraph
-    target: Target
-    rows: tuple[ScheduleComparison, ...]
-    trace_dir: Path | None = None
+    rows: tuple[Any, ...]  # each a PredictedVsMeasured with a ``schedule`` name
 
-    def row(self, schedule: str) -> ScheduleComparison | None:
+    def row(self, schedule: str) -> Any:
         return next((row for row in self.rows if row.schedule == schedule), None)
 
-    def speedups(self, row: ScheduleComparison, baseline: str = BASELINE) -> tuple[float | None, float | None]:
+    def speedups(self, row: PredictedVsMeasured, baseline: str = BASELINE) -> tuple[float | None, float | None]:
         """(predicted, measured) speedup of ``row`` over ``baseline`` (sequential, or full attention; None
         without one)."""
         base = self.row(baseline)
@@ -93,6 +86,19 @@ class Comparison:
     @property
     def median_abs_rel_error(self) -> float:
         return statistics.median(abs(row.rel_error) for row in self.rows)
+
+
+@dataclass(frozen=True)
+class Comparison(ComparedRows):
+    """Every schedule of one model on one sequence length, and where it ran."""
+
+    spec: ModelSpec
+    hardware: HardwareSpec
+    seq_len: int
+    graph: CellGraph
+    target: Target
+    rows: tuple[ScheduleComparison, ...]
+    trace_dir: Path | None = None
 
     def records(self) -> list[dict[str, Any]]:
         """One JSON-ready record per schedule."""
@@ -119,24 +125,29 @@ class Comparison:
                 "rel_error": row.rel_error,
                 "predicted_speedup_vs_sequential": predicted_speedup,
                 "measured_speedup_vs_sequential": measured_speedup,
-                "speedup_rel_error": _rel_error(predicted_speedup, measured_speedup),
+                "speedup_rel_error": rel_error(predicted_speedup, measured_speedup),
                 "predicted_speedup_vs_full_attention": predicted_vs_full,
                 "measured_speedup_vs_full_attention": measured_vs_full,
-                "speedup_vs_full_attention_rel_error": _rel_error(predicted_vs_full, measured_vs_full),
+                "speedup_vs_full_attention_rel_error": rel_error(predicted_vs_full, measured_vs_full),
                 "steps_by_width": [dataclasses.asdict(width) for width in row.by_width],
                 "trace_dir": None if self.trace_dir is None else str(self.trace_dir),
             })
         return records
 
 
-def _rel_error(predicted: float | None, measured: float | None) -> float | None:
+def rel_error(predicted: float | None, measured: float | None) -> float | None:
+    """``predicted / measured - 1``, or None when either is missing (or zero)."""
     return predicted / measured - 1.0 if predicted and measured else None
 
 
-def single_device_schedulers() -> list[str]:
-    """Registered schedulers, sequential first (the baseline of every speedup)."""
-    names = available_schedulers()
+def sequential_first(names: list[str]) -> list[str]:
+    """``names`` with the baseline of every speedup, sequential, moved first (when it is there)."""
     return [BASELINE, *(name for name in names if name != BASELINE)] if BASELINE in names else names
+
+
+def single_device_schedulers() -> list[str]:
+    """Registered schedulers, sequential first."""
+    return sequential_first(available_schedulers())
 
 
 def _schedules(
@@ -239,4 +250,14 @@ def _measure(
     return timings, recorders
 
 
-__all__ = ["BASELINE", "Comparison", "PredictedVsMeasured", "ScheduleComparison", "compare", "single_device_schedulers"]
+__all__ = [
+    "BASELINE",
+    "ComparedRows",
+    "Comparison",
+    "PredictedVsMeasured",
+    "ScheduleComparison",
+    "compare",
+    "rel_error",
+    "sequential_first",
+    "single_device_schedulers",
+]

@@ -42,6 +42,11 @@ class TrainSimResult:
         return float(self.step_end_s.max(initial=0.0))
 
     @property
+    def peak_activation_bytes(self) -> float:
+        """The most activation bytes any device holds at once (its running step's working set included)."""
+        return float(self.held_bytes.max(initial=0.0))
+
+    @property
     def device_peak_memory_bytes(self) -> tuple[float, ...]:
         return tuple(
             resident + float(self.held_bytes[self.step_devices == device].max(initial=0.0))
@@ -63,7 +68,7 @@ class TrainSimResult:
             "backward_s": self.phase_s[Phase.BACKWARD.value],
             "devices": len(self.resident_bytes),
             "resident_bytes_per_device": list(self.resident_bytes),
-            "peak_activation_bytes": float(self.held_bytes.max(initial=0.0)),
+            "peak_activation_bytes": self.peak_activation_bytes,
             "peak_memory_bytes_per_device": list(self.device_peak_memory_bytes),
             "peak_memory_bytes": self.peak_memory_bytes,
         }
