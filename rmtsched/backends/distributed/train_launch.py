@@ -23,7 +23,14 @@ from rmtsched.backends.distributed.train_rank import TrainRankJob, TrainRankRepo
 from rmtsched.backends.torch.base import StackedModel
 from rmtsched.backends.torch.executor import model_graph
 from rmtsched.backends.torch.models import build_model
-from rmtsched.backends.torch.train_executor import TrainResult, TrainRunner, TrainStats
+from rmtsched.backends.torch.train_executor import (
+    TrainResult,
+    TrainRunner,
+    TrainStats,
+    apply_gradients,
+    check_batch,
+)
+from rmtsched.errors import RmtschedError
 from rmtsched.sched import TrainGraph, TrainSchedule, validate_train
 from rmtsched.sched.train_render import train_grid_note
 
@@ -56,12 +63,10 @@ def train_pipelined(
             f"processes were asked for: expected a schedule on {num_procs} devices (e.g. 'pipelined')",
             kind="config",
         )
-    if inputs.dim() != 2 or inputs.dtype not in (torch.int32, torch.int64) or targets.shape != inputs.shape:
-        raise DistributedConfigError(
-            f"training needs token ids [batch, tokens] and targets of the same shape, got inputs "
-            f"{list(inputs.shape)} ({inputs.dtype}) and targets {list(targets.shape)}",
-            kind="config",
-        )
+    try:
+        check_batch(inputs, targets)
+    except RmtschedError as error:
+        raise DistributedConfigError(str(error), kind="config") from None
     if model.device.type != "cpu":
         raise DistributedConfigError(f"multi-process training runs on CPU, got a model on {model.device}",
                                      kind="config")  # fmt: skip
@@ -105,11 +110,7 @@ def train_step_pipelined(
     ``launch`` passes ``threads_per_proc``, ``timeout_s`` or ``start_method`` on."""
     result = train_pipelined(model, inputs, targets, schedule, num_procs=schedule.num_devices, truncation=truncation,
                              **launch)  # fmt: skip
-    for name, param in model.params.items():
-        param.grad = result.grads.get(name)
-    optimizer.step()
-    for param in model.params.values():
-        param.grad = None
+    apply_gradients(model, result.grads, optimizer)
     return result
 
 

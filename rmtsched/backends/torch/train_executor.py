@@ -359,6 +359,25 @@ def _check_trainable(model: object) -> None:
         )
 
 
+def check_batch(inputs: torch.Tensor, targets: torch.Tensor) -> None:
+    """Refuse (``RmtschedError``) anything but token ids ``[batch, tokens]`` and targets of the same shape."""
+    if inputs.dim() != 2 or inputs.dtype not in (torch.int32, torch.int64) or targets.shape != inputs.shape:
+        raise RmtschedError(
+            f"training needs token ids [batch, tokens] and targets of the same shape, got inputs "
+            f"{list(inputs.shape)} ({inputs.dtype}) and targets {list(targets.shape)}"
+        )
+
+
+def apply_gradients(model: TrainableModel, grads: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
+    """Hand ``grads`` to ``optimizer`` (built over ``model.params.values()``) as each parameter's ``.grad``,
+    take its step, then clear the ``.grad``s."""
+    for name, param in model.params.items():
+        param.grad = grads.get(name)
+    optimizer.step()
+    for param in model.params.values():
+        param.grad = None
+
+
 def train_gradients(
     model: TrainableModel,
     inputs: torch.Tensor,
@@ -373,11 +392,7 @@ def train_gradients(
     Targets equal to ``IGNORE_INDEX`` are not scored. ``truncation`` (k) back-propagates through the memory
     over the last k segments only, as the schedule's ``TrainGraph`` says.
     """
-    if inputs.dim() != 2 or inputs.dtype not in (torch.int32, torch.int64) or targets.shape != inputs.shape:
-        raise RmtschedError(
-            f"training needs token ids [batch, tokens] and targets of the same shape, got inputs "
-            f"{list(inputs.shape)} ({inputs.dtype}) and targets {list(targets.shape)}"
-        )
+    check_batch(inputs, targets)
     graph = TrainGraph(model_graph(model, int(inputs.shape[1])), truncation)
     if validate:
         validate_train(schedule, graph)
@@ -401,12 +416,11 @@ def train_step(
     """One optimizer step: gradients by ``train_gradients``, handed to ``optimizer`` (built over
     ``model.params.values()``) as each parameter's ``.grad``, then ``optimizer.step()``."""
     result = train_gradients(model, inputs, targets, schedule, truncation=truncation)
-    for name, param in model.params.items():
-        param.grad = result.grads.get(name)
-    optimizer.step()
-    for param in model.params.values():
-        param.grad = None
+    apply_gradients(model, result.grads, optimizer)
     return result
 
 
-__all__ = ["IGNORE_INDEX", "TrainResult", "TrainRunner", "TrainStats", "train_gradients", "train_step"]
+__all__ = [
+    "IGNORE_INDEX", "TrainResult", "TrainRunner", "TrainStats", "apply_gradients", "check_batch", "train_gradients",
+    "train_step",
+]
