@@ -6,8 +6,8 @@ With ``--train`` it costs training schedules instead (forward, recompute and bac
 from __future__ import annotations
 
 import argparse
+import logging
 import math
-import sys
 from pathlib import Path
 
 from rmtsched.cli.args import add_run_arguments, positive_int, run_config
@@ -23,6 +23,8 @@ from rmtsched.sim.workload import with_batch, workload_from_spec
 from rmtsched.specs.guard import check_fits, grid_estimate
 from rmtsched.specs.hardware import HardwareSpec, available_hardware_specs, load_hardware_spec
 from rmtsched.specs.model import ModelSpec, load_model_spec
+
+logger = logging.getLogger("rmtsched.cli.simulate")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -83,12 +85,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(study, compare))
     for run in study.runs:
-        if not run.fits_in_memory:
-            print(
-                f"rmtsched simulate: warning: {run.schedule} needs {run.result.max_peak_memory_bytes / 1e9:.2f} GB "
-                f"on its busiest device but {hardware.name} has {hardware.memory_bytes / 1e9:.2f} GB "
-                "(fits_in_memory: false)",
-                file=sys.stderr,
+        if not run.fits_in_memory:  # a warning through logging, so -q hides it
+            logger.warning(
+                "simulate: %s needs %.2f GB on its busiest device but %s has %.2f GB (fits_in_memory: false)",
+                run.schedule, run.result.max_peak_memory_bytes / 1e9, hardware.name, hardware.memory_bytes / 1e9,
             )
     return 0
 

@@ -93,6 +93,9 @@ def test_a_model_that_does_not_fit_is_reported(capsys, tmp_path: Path) -> None:
     assert [r["fits_in_memory"] for r in records] == [False] * 4
     assert records[0]["hardware"] == "h100-tiny-memory"
     assert "fits_in_memory: false" in err
+    code, _, err = simulate(capsys, "-q", "--model", "armt-llama-3b", "--seq-len", "8192", "--hardware", str(path),
+                            "--schedule", "diagonal", "--json")
+    assert code == 0 and err == "", "-q hides warnings"
 
 
 def test_model_and_hardware_load_from_json_files(capsys, tmp_path: Path) -> None:
