@@ -11,11 +11,12 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from rmtsched.api.model import config_with, input_provenance, load_config
+from rmtsched.api.model import config_with, input_provenance, load_config, seeded_spec
 from rmtsched.backends.torch.generate import generate as generate_tokens
 from rmtsched.backends.torch.session import weight_source_summary
 from rmtsched.backends.torch.token_io import load_tokenizer
 from rmtsched.sched import get_scheduler
+from rmtsched.specs.guard import check_fits, generate_estimate
 from rmtsched.specs.provenance import stamped
 from rmtsched.specs.run import RunConfig
 
@@ -27,20 +28,27 @@ def generate(
     schedule: str = "diagonal",
     eos_token_id: int | None = None,
     warmup: bool = True,
+    force: bool = False,
     **fields: Any,
 ) -> dict[str, Any]:
     """Generate ``max_new_tokens`` greedily after ``config``'s prompt; return ``rmtsched generate``'s record.
 
     ``warmup`` first generates two tokens untimed (one-time GEMM probes, allocator), so the timings
-    describe the steady state.
+    describe the steady state. A request estimated not to fit this machine's memory or a week of work is
+    refused (``specs.guard``) unless ``force``.
     """
     config = config_with(config, fields)
     config.require_input()
     get_scheduler(schedule)  # an unknown name fails before anything is loaded
     tokenizer = load_tokenizer(config.checkpoint) if config.text is not None else None
-    model = load_config(config)
+    model = None if config.checkpoint is None else load_config(config)
+    spec = seeded_spec(config) if model is None else model.spec
+    if config.seq_len is not None:  # before random ids of that length are drawn or weights are built
+        check_fits(generate_estimate(spec, config.seq_len, max_new_tokens, config.dtype_name), force=force)
+    model = load_config(config) if model is None else model
     token_input = model.input_of(config)
     prompt = token_input.ids
+    check_fits(generate_estimate(spec, int(prompt.shape[1]), max_new_tokens, config.dtype_name), force=force)
     if warmup:
         generate_tokens(model.backend, prompt, min(2, max_new_tokens), schedule)
     result = generate_tokens(model.backend, prompt, max_new_tokens, schedule, eos_token_id=eos_token_id)

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from rmtsched import api  # torch is imported only when a command runs
 
     record = api.generate(run_config(args), max_new_tokens=args.max_new_tokens, schedule=args.schedule,
-                          eos_token_id=args.eos_token_id, warmup=args.warmup)
+                          eos_token_id=args.eos_token_id, warmup=args.warmup, force=args.force)
     print(to_json(record) if args.json else _text(record))
     return 0
 

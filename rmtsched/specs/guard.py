@@ -30,6 +30,9 @@ INTERPRETER_BYTES = 0.2e9  # Python with numpy, networkx and simpy loaded
 BACKEND_BYTES = 0.6e9  # the same with torch loaded and its thread pools started
 # The backend's rate for the time estimate: a rough CPU GEMM rate (cpu-generic's peak x efficiency).
 BACKEND_FLOPS_PER_S = 6e10
+# A decoding step runs each layer on one token: Python dispatch, about 0.6 ms per layer on the project machine
+# (bench/README.md, "Generation speed").
+DECODE_SECONDS_PER_LAYER = 6e-4
 # Longer than this is refused too: nobody means to start a run that outlives the machine's next reboot.
 MAX_SECONDS = 7 * 86400.0
 DTYPE_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2}
@@ -91,6 +94,20 @@ def run_estimate(
     memory = BACKEND_BYTES + GRID_BYTES_PER_CELL * cells + model_bytes(spec, b) + step + 8 * seq_len + outputs
     seconds = runs * cells * total_flops(armt_cell_kernels(spec, spec.segment_len)) / BACKEND_FLOPS_PER_S
     return Estimate(what, cells, memory, seconds)
+
+
+def generate_estimate(spec: ModelSpec, prompt_tokens: int, new_tokens: int, dtype: str) -> Estimate:
+    """Generation: one pass over the prompt (``run_estimate``), then ``new_tokens`` decoding steps, each running
+    every layer on one token against a KV cache of the last segment and the tokens so far; a decoding step
+    is dispatch-bound (``DECODE_SECONDS_PER_LAYER`` per layer), its cache grows by one token per layer."""
+    prompt = run_estimate(spec, prompt_tokens, dtype, verb="generating after")
+    b = DTYPE_BYTES[dtype]
+    cache = 2 * spec.num_layers * (spec.tokens_per_cell(spec.segment_len) + new_tokens) * spec.kv_dim * b
+    per_token = spec.num_layers * DECODE_SECONDS_PER_LAYER + total_flops(armt_cell_kernels(spec, 1)) * spec.num_layers \
+        / BACKEND_FLOPS_PER_S
+    what = f"generating {new_tokens:,} tokens with {spec.name} after {prompt_tokens:,}"
+    return Estimate(what, prompt.cells, prompt.memory_bytes + cache + 8 * new_tokens,
+                    prompt.seconds + new_tokens * per_token)
 
 
 def full_attention_estimate(

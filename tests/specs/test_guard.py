@@ -60,8 +60,10 @@ def test_unknown_dtype_is_named() -> None:
         ["run", "--model", "armt-tiny", "--seq-len", "10000000000", "--schedule", "diagonal"],
         ["verify", "--model", "armt-tiny", "--seq-len", "10000000000"],
         ["compare", "--model", "armt-tiny", "--seq-len", "10000000000", "--hardware", "cpu-generic"],
+        ["generate", "--model", "armt-tiny", "--seq-len", "10000000000"],
+        ["generate", "--model", "armt-tiny", "--seq-len", "64", "--max-new-tokens", "1000000000000"],
     ],
-    ids=lambda argv: argv[0],
+    ids=lambda argv: "-".join(argv[:1] + argv[-1:]),
 )
 def test_every_command_refuses_what_cannot_fit(capsys, argv: list[str]) -> None:
     code, out, err = run_main(capsys, *argv)
@@ -75,3 +77,11 @@ def test_force_overrides_the_guard(capsys, monkeypatch) -> None:
     assert run_main(capsys, "schedule", "--layers", "2", "--segments", "2")[0] == 2
     code, out, _ = run_main(capsys, "schedule", "--layers", "2", "--segments", "2", "--force")
     assert code == 0 and "diagonal: 3 steps" in out
+
+
+def test_generation_estimate_counts_the_decoding_steps() -> None:
+    spec = load_model_spec("armt-small")
+    short, long = guard.generate_estimate(spec, 4096, 10, "fp32"), guard.generate_estimate(spec, 4096, 10_000, "fp32")
+    assert long.memory_bytes > short.memory_bytes
+    # each new token runs every layer once (about 0.6 ms each here): 10,000 tokens take minutes, not milliseconds
+    assert long.seconds - short.seconds >= 9_990 * spec.num_layers * guard.DECODE_SECONDS_PER_LAYER
