@@ -95,3 +95,12 @@ def test_a_boolean_layer_count_in_a_spec_file_is_refused(tmp_path: Path, capsys)
 
 def test_model_spec_from_dict_round_trips() -> None:
     assert ModelSpec.from_dict(TINY.to_dict()) == TINY
+
+
+@pytest.mark.parametrize(("name", "factor"), [("armt-llama-1b", 32.0), ("rmt-llama-3b", 32.0), ("armt-llama-8b", 8.0)])
+def test_llama3_presets_carry_the_published_rope_scaling(name: str, factor: float) -> None:
+    """Llama-3.2-1B/3B and Llama-3.1-8B configs: rope_theta 500000, rope_scaling llama3 with these factors."""
+    spec = load_model_spec(name)
+    assert spec.rope_theta == 500000.0 and spec.rope_type == "llama3"
+    assert (spec.rope_factor, spec.rope_low_freq_factor, spec.rope_high_freq_factor,
+            spec.rope_original_max_position) == (factor, 1.0, 4.0, 8192)
