@@ -11,12 +11,12 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from rmtsched.api.model import config_with, input_provenance, load_config, seeded_spec
+from rmtsched.api.model import check_fits_on, config_with, input_provenance, load_config, seeded_spec
 from rmtsched.backends.torch.generate import generate as generate_tokens
 from rmtsched.backends.torch.session import weight_source_summary
 from rmtsched.backends.torch.token_io import load_tokenizer
 from rmtsched.sched import get_scheduler
-from rmtsched.specs.guard import check_fits, generate_estimate
+from rmtsched.specs.guard import generate_estimate
 from rmtsched.specs.provenance import stamped
 from rmtsched.specs.run import RunConfig
 
@@ -44,11 +44,11 @@ def generate(
     model = None if config.checkpoint is None else load_config(config)
     spec = seeded_spec(config) if model is None else model.spec
     if config.seq_len is not None:  # before random ids of that length are drawn or weights are built
-        check_fits(generate_estimate(spec, config.seq_len, max_new_tokens, config.dtype_name), force=force)
+        check_fits_on(generate_estimate(spec, config.seq_len, max_new_tokens, config.dtype_name), config, force)
     model = load_config(config) if model is None else model
     token_input = model.input_of(config)
     prompt = token_input.ids
-    check_fits(generate_estimate(spec, int(prompt.shape[1]), max_new_tokens, config.dtype_name), force=force)
+    check_fits_on(generate_estimate(spec, int(prompt.shape[1]), max_new_tokens, config.dtype_name), config, force)
     if warmup:
         generate_tokens(model.backend, prompt, min(2, max_new_tokens), schedule)
     result = generate_tokens(model.backend, prompt, max_new_tokens, schedule, eos_token_id=eos_token_id)

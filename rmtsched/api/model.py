@@ -12,6 +12,7 @@ import torch
 from rmtsched.backends.torch.base import StackedModel
 from rmtsched.backends.torch.executor import execute
 from rmtsched.backends.torch.session import (
+    free_memory_bytes,
     load_model,
     resolve_device,
     weight_source_summary,
@@ -19,6 +20,7 @@ from rmtsched.backends.torch.session import (
 from rmtsched.backends.torch.token_io import InputError, TokenInput, check_token_ids, load_token_input
 from rmtsched.errors import SpecError
 from rmtsched.sched import graph_for_tokens, make_schedule
+from rmtsched.specs.guard import Estimate, check_fits
 from rmtsched.specs.model import ModelSpec, load_model_spec
 from rmtsched.specs.run import RunConfig
 
@@ -117,6 +119,12 @@ def load_config(config: RunConfig) -> Model:
     backend = load_model(spec, checkpoint=config.checkpoint, seed=config.seed, dtype=dtype, device=device,
                          matmul=config.gemm, spec_overrides=config.spec_overrides, init_memory=config.init_memory)
     return Model(backend, config)
+
+
+def check_fits_on(estimate: Estimate, config: RunConfig, force: bool) -> Estimate:
+    """The size guard (``specs.guard.check_fits``) against the memory ``config``'s device has free: the GPU's
+    on CUDA, the host's on the CPU."""
+    return check_fits(estimate, force=force, available_bytes=free_memory_bytes(config.device))
 
 
 def seeded_spec(config: RunConfig) -> ModelSpec:

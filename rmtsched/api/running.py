@@ -14,6 +14,7 @@ from rmtsched.api.baseline import check_full_attention_options, run_full_attenti
 from rmtsched.api.measuring import OutputCallback, measure
 from rmtsched.api.model import (
     Model,
+    check_fits_on,
     config_with,
     input_of,
     input_provenance,
@@ -31,7 +32,7 @@ from rmtsched.errors import SpecError
 from rmtsched.fileio import check_writable
 from rmtsched.sched import Schedule, graph_for_tokens, make_schedule
 from rmtsched.sim.study import FULL_ATTENTION, run_flops
-from rmtsched.specs.guard import Estimate, check_fits, full_attention_estimate, run_estimate
+from rmtsched.specs.guard import Estimate, full_attention_estimate, run_estimate
 from rmtsched.specs.model import ModelSpec, load_model_spec
 from rmtsched.specs.provenance import stamped
 from rmtsched.specs.run import RunConfig
@@ -92,14 +93,14 @@ def run(
     model = None if config.checkpoint is None else load_config(config)
     spec = seeded_spec(config) if model is None else model.spec
     if config.seq_len is not None:  # before random ids of that length are drawn
-        check_fits(_estimate(spec, config.seq_len, config.dtype_name, schedule, chunk_tokens, repeat + warmup),
-                   force=force)
+        check_fits_on(_estimate(spec, config.seq_len, config.dtype_name, schedule, chunk_tokens, repeat + warmup),
+                      config, force)
     if model is None and not in_ranks:  # ranks build their own weights: the parent builds none
         model = load_config(config)
         spec = model.spec
     token_input = input_of(config, spec)
     seq_len = int(token_input.ids.shape[1])
-    check_fits(_estimate(spec, seq_len, config.dtype_name, schedule, chunk_tokens, repeat + warmup), force=force)
+    check_fits_on(_estimate(spec, seq_len, config.dtype_name, schedule, chunk_tokens, repeat + warmup), config, force)
     sources = {"seed": sorted(param_shapes(spec))} if model is None else weight_source_summary(model.backend)
     record = {"model": spec.name, "family": spec.family, "layers": spec.num_layers, "seq_len": seq_len,
               "segment_len": spec.segment_len, "dtype": config.dtype_name,

@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from rmtsched.api.model import (
+    check_fits_on,
     config_with,
     input_provenance,
     load_config,
@@ -27,7 +28,7 @@ from rmtsched.backends.torch.token_io import save_outputs
 from rmtsched.errors import SpecError
 from rmtsched.fileio import check_writable
 from rmtsched.sched import graph_for_tokens
-from rmtsched.specs.guard import Estimate, check_fits, run_estimate
+from rmtsched.specs.guard import Estimate, run_estimate
 from rmtsched.specs.model import ModelSpec
 from rmtsched.specs.provenance import stamped
 from rmtsched.specs.run import RunConfig
@@ -52,14 +53,14 @@ def verify(
     if tolerance is not None and not (tolerance >= 0 and math.isfinite(tolerance)):
         raise SpecError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
     if config.checkpoint is None and config.seq_len is not None:  # a seeded model: checked before it is built
-        check_fits(_verify_estimate(seeded_spec(config), config.seq_len, config.dtype_name), force=force)
+        check_fits_on(_verify_estimate(seeded_spec(config), config.seq_len, config.dtype_name), config, force)
     model = load_config(config)
     if config.seq_len is not None:  # before random ids of that length are drawn
-        check_fits(_verify_estimate(model.spec, config.seq_len, config.dtype_name), force=force)
+        check_fits_on(_verify_estimate(model.spec, config.seq_len, config.dtype_name), config, force)
     token_input = model.input_of(config)
     backend, ids = model.backend, token_input.ids
     tolerance = default_tolerance(backend.device, backend.dtype) if tolerance is None else tolerance
-    check_fits(_verify_estimate(model.spec, int(ids.shape[1]), config.dtype_name), force=force)
+    check_fits_on(_verify_estimate(model.spec, int(ids.shape[1]), config.dtype_name), config, force)
     graph = graph_for_tokens(model.spec, int(ids.shape[1]))
     schedules = verification_schedules(graph)
     sequential = execute(backend, ids, schedules.pop("sequential"))

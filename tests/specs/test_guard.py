@@ -85,3 +85,19 @@ def test_generation_estimate_counts_the_decoding_steps() -> None:
     assert long.memory_bytes > short.memory_bytes
     # each new token runs every layer once (about 0.6 ms each here): 10,000 tokens take minutes, not milliseconds
     assert long.seconds - short.seconds >= 9_990 * spec.num_layers * guard.DECODE_SECONDS_PER_LAYER
+
+
+@pytest.mark.parametrize("command", ["run", "verify", "generate"])
+def test_backend_commands_check_the_run_devices_free_memory(capsys, monkeypatch, command: str) -> None:
+    """The guard asks the run's device for its free memory (a GPU's on CUDA), not always the host."""
+    asked: list[str] = []
+
+    def tiny_device(device: str) -> float:
+        asked.append(device)
+        return 1.0
+
+    monkeypatch.setattr("rmtsched.api.model.free_memory_bytes", tiny_device)
+    schedule = ["--schedule", "diagonal"] if command == "run" else []
+    code, _, err = run_main(capsys, command, "--model", "armt-tiny", "--seq-len", "64", *schedule)
+    assert code == 2 and "request too large for this machine" in err
+    assert asked and set(asked) == {"cpu"}

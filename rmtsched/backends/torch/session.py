@@ -104,6 +104,14 @@ class OutputHash:
         return self._sha.hexdigest()
 
 
+def free_memory_bytes(device: str) -> float | None:
+    """Memory a run on ``device`` can still get: the GPU's free memory for CUDA (``torch.cuda.mem_get_info``),
+    None for the CPU (the size guard then reads the host's MemAvailable itself)."""
+    if device == "cuda" and torch.cuda.is_available():
+        return float(torch.cuda.mem_get_info()[0])
+    return None
+
+
 def peak_memory(device: torch.device) -> tuple[int, str]:
     """(bytes, what they measure): the process's peak RSS on CPU, peak allocated tensor memory on CUDA."""
     if device.type == "cuda":
