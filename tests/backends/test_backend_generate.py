@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from backend_helpers import every_schedule, random_inputs
-from test_backend_reference import SPECS, _llama_layer, _phi, _rms, naive_armt
+from naive_reference import SPECS, llama_layer, naive_armt, phi, rms
 
 from rmtsched.backends.torch import build_model
 from rmtsched.backends.torch.generate import GenerationError, generate
@@ -42,8 +42,8 @@ def naive_memory(spec: ModelSpec, p: dict, prefix: torch.Tensor) -> tuple[list, 
     for start in range(0, prefix.shape[1], spec.segment_len):
         x = torch.cat([memory, p["embed"][prefix[:, start : start + spec.segment_len]], memory], dim=1)
         for layer in range(spec.num_layers):
-            x = _llama_layer(spec, p, layer, x)
-        memory = _rms(x, p["final_norm"], spec.rms_norm_eps)[:, x.shape[1] - spec.mem_tokens :]
+            x = llama_layer(spec, p, layer, x)
+        memory = rms(x, p["final_norm"], spec.rms_norm_eps)[:, x.shape[1] - spec.mem_tokens :]
     return [None] * spec.num_layers, [None] * spec.num_layers, memory
 
 
@@ -59,11 +59,11 @@ def naive_generate(spec: ModelSpec, p: dict, prompt: torch.Tensor, new_tokens: i
             x = torch.cat([read_memory, x], dim=1)
         for layer in range(spec.num_layers):
             if big_a[layer] is not None:
-                mq = _phi(spec, F.linear(x, p["mem_wq"][layer]))
+                mq = phi(spec, F.linear(x, p["mem_wq"][layer]))
                 x = x + (mq @ big_a[layer]) / ((mq @ z[layer][..., None]) + 1e-5)
-            x = _llama_layer(spec, p, layer, x)
+            x = llama_layer(spec, p, layer, x)
         head = p["embed"] if spec.tie_word_embeddings else p["lm_head"]
-        step_logits = F.linear(_rms(x[:, -1], p["final_norm"], spec.rms_norm_eps), head)
+        step_logits = F.linear(rms(x[:, -1], p["final_norm"], spec.rms_norm_eps), head)
         token = step_logits.argmax(-1)
         tokens.append(token)
         logits.append(step_logits)
