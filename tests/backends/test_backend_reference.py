@@ -1,4 +1,4 @@
-"""The executor's sequential run equals a naive, obviously-correct loop written here from the maths.
+"""The executor's sequential run equals a naive, obviously-correct loop written from the maths (naive_reference.py).
 
 The naive model is plain per-layer, per-segment PyTorch in the shape of the ARMT reference code and Hugging
 Face LLaMA (``F.linear``, ``F.silu``, ``torch.sigmoid``, ``F.normalize``, an explicit masked softmax, a
