@@ -148,7 +148,8 @@ class TrainRunner:
 
     def groups(self, cells: tuple[Cell, ...], phase: Phase) -> list[list[Cell]]:
         """``cells`` of an F or R step split into groups that share one graph: consecutive layers, equal
-        token counts, and the same B step (a cell F will not keep a graph for groups with its own kind)."""
+        token counts, and the same B step (an F step's cells to be recomputed keep no graph: they group
+        among themselves)."""
         by_key: dict[int | None, list[Cell]] = {}
         for cell in cells:
             keeps_graph = phase is Phase.RECOMPUTE or cell not in self.recomputed
@@ -219,8 +220,10 @@ class TrainRunner:
                 grads.append(torch.ones_like(loss))
         torch.autograd.backward(roots, grads)
         for row, cell in enumerate(graph.cells):
-            layer_grads = {name: None if leaf.grad is None else leaf.grad[row]
-                           for name, leaf in graph.layer_leaves.items()}
+            # A row of a wide group's gradient is copied out: a fold may keep it to the end of the run, and a
+            # view would keep all w rows (w layers' weight gradients) alive with it.
+            layer_grads = {name: None if leaf.grad is None else leaf.grad[row].clone() if len(graph.cells) > 1
+                           else leaf.grad[0] for name, leaf in graph.layer_leaves.items()}
             self._send(cell, graph.leaves[row], layer_grads)
 
     def _send(self, cell: Cell, leaves: dict[str, torch.Tensor], layer_grads: dict[str, torch.Tensor | None]) -> None:
