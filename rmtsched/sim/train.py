@@ -1,6 +1,7 @@
 """Cost of a training schedule: step times, activation memory over time and its peak, on each device.
 
-A forward or recompute step costs what the forward step of the same cells costs (``CostModel.step_profile``);
+A forward or recompute step costs what the forward step of the same cells costs (``CostModel.step_profile``),
+plus the segment loss (LM head and cross-entropy, ``Workload.loss_kernels``) of each last-layer cell;
 a backward step costs ``backward_factor`` times that (about 2: the gradients of the inputs and of the
 weights are each a product the size of the forward one). A device runs its steps in schedule order, each
 as soon as the device is free and its predecessors are done; a predecessor on another device adds a link
@@ -84,6 +85,22 @@ def saved_bytes(cost: CostModel, tokens: int) -> float:
     return 0.5 * sum(kernel.activation_bytes for _, kernel in cost.kernels(tokens))
 
 
+def loss_s(cost: CostModel, tokens: int) -> float:
+    """A segment's loss (LM head and cross-entropy on its ``tokens`` outputs), run by its last-layer cell in
+    F and R (and ``backward_factor`` times that in B); 0 for a workload without ``loss_kernels``."""
+    kernels = cost.workload.loss_kernels
+    if kernels is None:
+        return 0.0
+    return sum(cost.kernel_time_s(k.flops, k.weight_bytes + k.activation_bytes, k.matmul, k.name, tiles=k.tiles)
+               for k in kernels(tokens))
+
+
+def loss_saved_bytes(cost: CostModel, tokens: int) -> float:
+    """What a segment's loss keeps for its backward, counted like ``saved_bytes`` (logits, log-probabilities)."""
+    kernels = cost.workload.loss_kernels
+    return 0.0 if kernels is None else 0.5 * sum(kernel.activation_bytes for kernel in kernels(tokens))
+
+
 def checkpoint_bytes(cost: CostModel, tokens: int) -> float:
     """What a recomputed cell keeps from F to R: its input hidden states and its layer's incoming state."""
     return cost.workload.hidden_bytes(tokens) + cost.workload.state_bytes_per_layer
@@ -112,9 +129,11 @@ def simulate_train(
     durations, held_during = [], []
     phase_s = {phase.value: 0.0 for phase in Phase}
     held = [0.0] * schedule.num_devices
+    last = graph.num_layers - 1
     for step in schedule.steps:
         profile = cost.step_profile(step.cells, tokens)
-        duration = profile.duration_s * (backward_factor if step.phase is Phase.BACKWARD else 1.0)
+        work = profile.duration_s + sum(loss_s(cost, tokens[cell.segment]) for cell in step.cells if cell.layer == last)
+        duration = work * (backward_factor if step.phase is Phase.BACKWARD else 1.0)
         keeps = sum(_kept_bytes(cost, step.phase, cell, tokens, cell in recomputed) for cell in step.cells)
         # A forward or recompute step holds its outputs and working set; a backward step frees its cells'.
         held_during.append(held[step.device] + max(keeps, 0.0) + profile.running_bytes)
@@ -155,6 +174,8 @@ def _kept_bytes(cost: CostModel, phase: Phase, cell: Cell, segment_tokens: tuple
     """How a step changes the bytes held for ``cell``: + on F and R, - (all of it) on B."""
     tokens = segment_tokens[cell.segment]
     full, checkpoint = saved_bytes(cost, tokens), checkpoint_bytes(cost, tokens)
+    if cell.layer == cost.workload.num_layers - 1:
+        full += loss_saved_bytes(cost, tokens)
     if phase is Phase.FORWARD:
         return checkpoint if recomputed else full
     if phase is Phase.RECOMPUTE:
@@ -172,4 +193,12 @@ def _resident(cost: CostModel, schedule: TrainSchedule, max_tokens: int) -> tupl
     return tuple(resident_bytes(cost, held, max_tokens) + gradient * len(held) for held in layers)
 
 
-__all__ = ["BACKWARD_FACTOR", "TrainSimResult", "checkpoint_bytes", "saved_bytes", "simulate_train"]
+__all__ = [
+    "BACKWARD_FACTOR",
+    "TrainSimResult",
+    "checkpoint_bytes",
+    "loss_s",
+    "loss_saved_bytes",
+    "saved_bytes",
+    "simulate_train",
+]

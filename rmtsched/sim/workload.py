@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from rmtsched.errors import SpecError
-from rmtsched.specs.armt_cost import armt_cell_kernels, full_attention_layer_kernels
+from rmtsched.specs.armt_cost import armt_cell_kernels, full_attention_layer_kernels, loss_kernels
 from rmtsched.specs.cost import KernelWork
 from rmtsched.specs.model import ModelSpec
 
@@ -42,6 +42,9 @@ class Workload:
     state_bytes_per_layer: float = 0.0
     first_device_bytes: float = 0.0
     last_device_bytes: float = 0.0
+    # A training segment's loss on its output tokens (LM head, cross-entropy), run by its last-layer cell;
+    # None: the model has none the simulator knows (a plug-in's workload), so training costs no loss.
+    loss_kernels: CellKernels | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_layers, int) or self.num_layers <= 0:
@@ -93,6 +96,8 @@ def with_batch(workload: Workload, batch_size: int) -> Workload:
     return dataclasses.replace(
         workload,
         cell_kernels=partial(batched_kernels, workload.cell_kernels, batch_size),
+        loss_kernels=None if workload.loss_kernels is None else partial(batched_kernels, workload.loss_kernels,
+                                                                         batch_size),
         hidden_bytes=partial(_scaled_bytes, workload.hidden_bytes, batch_size),
         state_bytes_per_layer=workload.state_bytes_per_layer * batch_size,
     )
@@ -116,6 +121,7 @@ def workload_from_spec(spec: ModelSpec) -> Workload:
         state_bytes_per_layer=float(state),
         first_device_bytes=embedding_bytes(spec) + carried,
         last_device_bytes=head_bytes(spec),
+        loss_kernels=partial(loss_kernels, spec),
     )
 
 

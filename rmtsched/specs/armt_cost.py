@@ -120,6 +120,17 @@ def armt_cell_kernels(spec: ModelSpec, tokens: int) -> list[KernelWork]:
     return [*associative_read_kernels(spec, n), *decoder_layer_kernels(spec, n), *associative_write_kernels(spec)]
 
 
+def loss_kernels(spec: ModelSpec, tokens: int) -> list[KernelWork]:
+    """A training segment's loss on its ``tokens`` outputs: the final RMSNorm, the LM head (V x d) and the
+    cross-entropy over the V logits of each token (log-softmax and the pick: 5 FLOPs per logit)."""
+    d, v, b = spec.d_model, spec.vocab_size, spec.dtype_bytes
+    return [
+        KernelWork("final_norm", 4 * tokens * d, d * b, 2 * tokens * d * b, matmul=False),
+        KernelWork("lm_head", 2 * tokens * d * v, d * v * b, tokens * (d + v) * b, tiles=tiles(tokens, v)),
+        KernelWork("cross_entropy", 5 * tokens * v, 0, 2 * tokens * v * b, matmul=False),
+    ]
+
+
 def full_attention_layer_kernels(spec: ModelSpec, num_tokens: int) -> list[KernelWork]:
     """The same LLaMA layer without memory on the whole N-token sequence (the full-attention baseline)."""
     return decoder_layer_kernels(spec, num_tokens)
@@ -138,6 +149,7 @@ __all__ = [
     "causal_pairs",
     "decoder_layer_kernels",
     "full_attention_layer_kernels",
+    "loss_kernels",
     "tiles",
     "total_flops",
 ]

@@ -8,6 +8,7 @@ FLOPs on unit hardware with a launch of 1 s, so a width-w step takes 2 + w (3t +
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -19,7 +20,7 @@ from sim_helpers import synthetic_workload, unit_hardware
 from rmtsched.errors import ScheduleError
 from rmtsched.sched import TrainGraph, build_cell_graph, graph_for_tokens, make_train_schedule
 from rmtsched.sim import CostModel, workload_from_spec
-from rmtsched.sim.train import simulate_train
+from rmtsched.sim.train import BACKWARD_FACTOR, loss_s, simulate_train
 from rmtsched.specs.hardware import load_hardware_spec
 from rmtsched.specs.model import load_model_spec
 
@@ -111,3 +112,19 @@ def test_pipelined_training_waits_for_transfers_between_devices_by_hand() -> Non
     assert result.makespan_s == 6 * one + 2 * hop  # a backward step costs two forward ones
     assert result.resident_bytes == (100 + 7 + 11 + 100, 100 + 7 + 13 + 100)  # embeddings / head on their ends
     assert len(result.device_peak_memory_bytes) == 2
+
+
+def test_each_segments_loss_is_costed_once_per_pass_on_its_last_layer_cell() -> None:
+    """The LM head and cross-entropy run in F (and R) and, backward_factor times, in B of last-layer cells."""
+    spec = load_model_spec("armt-small")
+    graph = TrainGraph(graph_for_tokens(spec, 4 * spec.segment_len))
+    hardware = load_hardware_spec("cpu-generic")
+    with_loss = CostModel(workload_from_spec(spec), hardware)
+    without = CostModel(dataclasses.replace(workload_from_spec(spec), loss_kernels=None), hardware)
+    schedule = make_train_schedule(graph, "sequential")
+    extra = simulate_train(schedule, graph, with_loss).makespan_s - simulate_train(schedule, graph, without).makespan_s
+    per_segment = loss_s(with_loss, spec.segment_len)
+    assert per_segment > 0
+    assert extra == pytest.approx(4 * per_segment * (1 + BACKWARD_FACTOR), rel=1e-9)
+    lm_head = 2 * spec.segment_len * spec.d_model * spec.vocab_size  # the dominant GEMM
+    assert per_segment > lm_head / hardware.matmul_peak_flops_per_s(spec.dtype_bytes)
