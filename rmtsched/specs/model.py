@@ -219,15 +219,16 @@ _SMALL = dict(num_layers=16, d_model=128, num_heads=4, num_kv_heads=4, mlp_dim=5
               segment_len=64, mem_tokens=16, mem_key_dim=32, dtype_bytes=4)
 # LLaMA-family sizes from the design notes (section 4); T = 1024, M = 16, d_mem = 64 are our defaults. The
 # Llama 3 sizes carry their published rotary scaling (Llama-3.2-1B/3B: llama3, factor 32; Llama-3.1-8B:
-# factor 8; low 1, high 4, original 8192 positions), so a seeded backend run rotates as the real model does.
+# factor 8; low 1, high 4, original 8192 positions), so a seeded backend run rotates as the real model does,
+# and their head: Llama-3.2-1B/3B tie the LM head to the embeddings, Llama-3.1-8B does not.
 _LLAMA3_ROPE = dict(rope_theta=500000.0, rope_type="llama3", rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
                     rope_original_max_position=8192)
 _LLAMA = {
     "llama-160m": dict(num_layers=12, d_model=768, num_heads=12, num_kv_heads=12, mlp_dim=3072, vocab_size=32000),
     "llama-1b": dict(num_layers=16, d_model=2048, num_heads=32, num_kv_heads=8, mlp_dim=8192, vocab_size=128256,
-                     rope_factor=32.0, **_LLAMA3_ROPE),
+                     rope_factor=32.0, tie_word_embeddings=True, **_LLAMA3_ROPE),
     "llama-3b": dict(num_layers=28, d_model=3072, num_heads=24, num_kv_heads=8, mlp_dim=8192, vocab_size=128256,
-                     rope_factor=32.0, **_LLAMA3_ROPE),
+                     rope_factor=32.0, tie_word_embeddings=True, **_LLAMA3_ROPE),
     "llama-8b": dict(num_layers=32, d_model=4096, num_heads=32, num_kv_heads=8, mlp_dim=14336, vocab_size=128256,
                      rope_factor=8.0, **_LLAMA3_ROPE),
 }

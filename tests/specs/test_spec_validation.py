@@ -97,10 +97,13 @@ def test_model_spec_from_dict_round_trips() -> None:
     assert ModelSpec.from_dict(TINY.to_dict()) == TINY
 
 
-@pytest.mark.parametrize(("name", "factor"), [("armt-llama-1b", 32.0), ("rmt-llama-3b", 32.0), ("armt-llama-8b", 8.0)])
-def test_llama3_presets_carry_the_published_rope_scaling(name: str, factor: float) -> None:
-    """Llama-3.2-1B/3B and Llama-3.1-8B configs: rope_theta 500000, rope_scaling llama3 with these factors."""
+@pytest.mark.parametrize(("name", "factor", "tied"),
+                         [("armt-llama-1b", 32.0, True), ("rmt-llama-3b", 32.0, True), ("armt-llama-8b", 8.0, False)])
+def test_llama3_presets_carry_the_published_rope_scaling_and_head(name: str, factor: float, tied: bool) -> None:
+    """Llama-3.2-1B/3B and Llama-3.1-8B configs: rope_theta 500000, rope_scaling llama3 with these factors;
+    tie_word_embeddings true for 1B and 3B."""
     spec = load_model_spec(name)
+    assert spec.tie_word_embeddings is tied
     assert spec.rope_theta == 500000.0 and spec.rope_type == "llama3"
     assert (spec.rope_factor, spec.rope_low_freq_factor, spec.rope_high_freq_factor,
             spec.rope_original_max_position) == (factor, 1.0, 4.0, 8192)
