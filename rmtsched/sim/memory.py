@@ -1,7 +1,8 @@
 """Device memory: what stays resident on a device, and the peak of what comes and goes.
 
 Resident: the weights and recurrent state of every layer the device runs, the embeddings on the device
-of layer 0, the norm and head on the device of layer L-1. Transient: a running step's working set, and
+of layer 0, the norm and head on the device of layer L-1 (a tied head shares the embedding table when
+both are on one device). Transient: a running step's working set, and
 each hidden state from the end of the step that produced it to the end of the step that consumes it,
 charged to the consumer's device (a sent output is the receiver's buffer from the moment it exists).
 """
@@ -25,6 +26,8 @@ def resident_bytes(cost: CostModel, layers: Iterable[int], max_tokens: int) -> f
         total += workload.first_device_bytes
     if workload.num_layers - 1 in layers:
         total += workload.last_device_bytes
+        if 0 in layers:
+            total -= workload.tied_table_bytes  # one table serves as embeddings and head
     return total
 
 

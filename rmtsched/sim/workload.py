@@ -45,11 +45,13 @@ class Workload:
     # A training segment's loss on its output tokens (LM head, cross-entropy), run by its last-layer cell;
     # None: the model has none the simulator knows (a plug-in's workload), so training costs no loss.
     loss_kernels: CellKernels | None = None
+    # A tied LM head is the embedding table: a device holding both layer 0 and layer L-1 holds it once.
+    tied_table_bytes: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_layers, int) or self.num_layers <= 0:
             raise SpecError(f"workload {self.name!r}: num_layers must be a positive integer, got {self.num_layers!r}")
-        for name in ("state_bytes_per_layer", "first_device_bytes", "last_device_bytes"):
+        for name in ("state_bytes_per_layer", "first_device_bytes", "last_device_bytes", "tied_table_bytes"):
             if getattr(self, name) < 0:
                 raise SpecError(f"workload {self.name!r}: {name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -67,7 +69,8 @@ def embedding_bytes(spec: ModelSpec) -> float:
 
 
 def head_bytes(spec: ModelSpec) -> float:
-    """Final RMSNorm and LM head, counted untied (Llama-3.2-1B/3B tie them: this over-counts one table)."""
+    """Final RMSNorm and LM head on the last layer's device (a tied head is a copy of the embedding table
+    there, unless that device holds layer 0 too: ``Workload.tied_table_bytes``)."""
     return float((spec.vocab_size + 1) * spec.d_model * spec.dtype_bytes)
 
 
@@ -122,6 +125,7 @@ def workload_from_spec(spec: ModelSpec) -> Workload:
         first_device_bytes=embedding_bytes(spec) + carried,
         last_device_bytes=head_bytes(spec),
         loss_kernels=partial(loss_kernels, spec),
+        tied_table_bytes=embedding_bytes(spec) if spec.tie_word_embeddings else 0.0,
     )
 
 
@@ -140,6 +144,7 @@ def full_attention_workload(spec: ModelSpec, num_tokens: int) -> Workload:
         state_bytes_per_layer=float(2 * num_tokens * spec.kv_dim * spec.dtype_bytes),
         first_device_bytes=embedding_bytes(spec),
         last_device_bytes=head_bytes(spec),
+        tied_table_bytes=embedding_bytes(spec) if spec.tie_word_embeddings else 0.0,
     )
 
 
