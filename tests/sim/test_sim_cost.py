@@ -139,3 +139,19 @@ def test_a_plugin_kernel_list_is_costed_kernel_by_kernel() -> None:
     mixed = cost.step_time_s([50, 200])
     assert mixed < short + long
     assert cost.layer_weight_bytes(50) == 4e6
+
+
+def test_a_tied_head_is_the_embedding_table_once_on_a_device_holding_both_ends() -> None:
+    from rmtsched.sim.memory import resident_bytes
+
+    hardware = load_hardware_spec("h100-sxm")
+    tied = load_model_spec("armt-llama-1b")
+    untied = tied.replace(tie_word_embeddings=False)
+    table = tied.vocab_size * tied.d_model * tied.dtype_bytes
+    every_layer = range(tied.num_layers)
+    one_device = {spec.tie_word_embeddings: resident_bytes(CostModel(workload_from_spec(spec), hardware),
+                                                           every_layer, 1024) for spec in (tied, untied)}
+    assert one_device[False] - one_device[True] == pytest.approx(table)
+    last_stage = [resident_bytes(CostModel(workload_from_spec(spec), hardware), [tied.num_layers - 1], 1024)
+                  for spec in (tied, untied)]
+    assert last_stage[0] == last_stage[1]  # a pipeline's last device keeps its own copy of the head
