@@ -16,9 +16,9 @@ from rmtsched.sched import Cell
 class RankFault:
     """Where a distributed run failed: ``kind``, ``rank`` and ``step`` (None when unknown).
 
-    ``kind`` is ``"raised"``, ``"died"``, ``"stalled"``, ``"lost"`` (a peer reported losing this rank),
-    ``"ended"`` (the launcher was told to stop), ``"join"`` (the group never formed) or ``"config"``;
-    ``remote_traceback`` is the failing rank's
+    ``kind`` is ``"raised"``, ``"died"``, ``"stalled"``, ``"lost"`` (a peer reported losing this rank, or,
+    when the transport named no peer, this rank reported losing one), ``"ended"`` (the launcher was told to
+    stop), ``"join"`` (the group never formed) or ``"config"``; ``remote_traceback`` is the failing rank's
     formatted traceback when it raised. The message is always one line (a rank's exception may span many).
     """
 

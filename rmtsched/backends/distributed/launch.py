@@ -20,6 +20,7 @@ import datetime
 import multiprocessing
 import os
 import pickle
+import re
 import signal
 import sys
 import threading
@@ -42,6 +43,8 @@ from rmtsched.sched import CellGraph, Schedule, graph_for_tokens, grid_note, mak
 _POLL_S = 0.1
 _KILL_GRACE_S = 2.0
 _BLAME_GRACE_S = 1.0
+# How gloo (and the OS) report a peer that went away, in errors that name no peer.
+_PEER_GONE = re.compile(r"Connection reset by peer|Connection closed by peer|Broken pipe|Connection refused", re.I)
 _STARTUP_S = 60.0
 _ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -284,6 +287,16 @@ def _receive(rank: int, connection: Connection, process: Any, board: ProgressBoa
             kind="lost",
             rank=lost,
             step=last_seen.step if last_seen.step >= 0 else None,
+            remote_traceback=payload["traceback"],
+        )
+    if not payload["bad_input"] and _PEER_GONE.search(payload["error"]):
+        # The transport saw a peer vanish (e.g. during the group's setup, before any step names the peer):
+        # a consequence, held like "lost" so that the peer's own death, if seen, is the error raised.
+        return DistributedError(
+            f"rank {payload['rank']} lost a peer at {payload['where']}: {payload['error']}",
+            kind="lost",
+            rank=payload["rank"],
+            step=payload["step"],
             remote_traceback=payload["traceback"],
         )
     error_type = DistributedConfigError if payload["bad_input"] else DistributedError

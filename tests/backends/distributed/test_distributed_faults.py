@@ -139,3 +139,25 @@ def test_no_zombie_after_success():
     result = run_pipelined(factory(), inputs(), num_procs=2, timeout_s=20)
     assert len(result.output_sha256) == 64
     assert forkserver_children() == []
+
+
+def test_a_connection_error_naming_no_peer_is_held_as_secondary_not_blamed_first():
+    """A rank whose gloo transport saw a peer vanish during setup reports "Connection reset by peer" and no
+    peer: that is a consequence (kind "lost"), which the launcher holds while it looks for the dead rank;
+    an ordinary error stays "raised"."""
+    import pickle
+    from multiprocessing import Pipe, get_context
+
+    from rmtsched.backends.distributed._board import ProgressBoard
+    from rmtsched.backends.distributed.launch import _receive
+
+    def outcome(error: str):
+        receiver, sender = Pipe(duplex=False)
+        record = {"rank": 0, "step": None, "where": "setup", "error": error, "traceback": "", "lost_peer": None,
+                  "bad_input": False}
+        sender.send_bytes(pickle.dumps(("error", record)))
+        return _receive(0, receiver, SimpleNamespace(), ProgressBoard(get_context("spawn"), 2))
+
+    lost = outcome("RuntimeError: [pair.cc:537] Read error [127.0.0.1]:7060: Connection reset by peer")
+    assert (lost.kind, lost.rank) == ("lost", 0) and "lost a peer at setup" in str(lost)
+    assert outcome("ValueError: something else").kind == "raised"
