@@ -289,20 +289,13 @@ def _receive(rank: int, connection: Connection, process: Any, board: ProgressBoa
             step=last_seen.step if last_seen.step >= 0 else None,
             remote_traceback=payload["traceback"],
         )
-    if not payload["bad_input"] and _PEER_GONE.search(payload["error"]):
-        # The transport saw a peer vanish (e.g. during the group's setup, before any step names the peer):
-        # a consequence, held like "lost" so that the peer's own death, if seen, is the error raised.
-        return DistributedError(
-            f"rank {payload['rank']} lost a peer at {payload['where']}: {payload['error']}",
-            kind="lost",
-            rank=payload["rank"],
-            step=payload["step"],
-            remote_traceback=payload["traceback"],
-        )
+    # A transport error naming no peer (gloo's "Connection reset by peer" during the group's setup, before any
+    # step names one) is a consequence: held like "lost", so that the peer's own death, if seen, is raised.
+    gone = not payload["bad_input"] and _PEER_GONE.search(payload["error"]) is not None
     error_type = DistributedConfigError if payload["bad_input"] else DistributedError
     return error_type(
-        f"rank {payload['rank']} failed at {payload['where']}: {payload['error']}",
-        kind="raised",
+        f"rank {payload['rank']} {'lost a peer' if gone else 'failed'} at {payload['where']}: {payload['error']}",
+        kind="lost" if gone else "raised",
         rank=payload["rank"],
         step=payload["step"],
         remote_traceback=payload["traceback"],
