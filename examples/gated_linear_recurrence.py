@@ -92,6 +92,7 @@ class GatedLinearRecurrence:
         # Drawn on the CPU, then moved: the same seed gives the same weights on every device.
         self.params = {name: value.to(self.device) for name, value in init_params(config, seed, dtype).items()}
         self.matmul = RowMatmul("auto")  # every row gets the bits of the width-1 GEMM (aligned, per-row)
+        self.grad_matmul = GradRowMatmul(self.matmul)  # the same GEMMs for autograd, backward rows exact too
 
     def init_state(self, batch_size: int) -> LayerState:
         c = self.config
@@ -183,12 +184,6 @@ class GatedLinearRecurrence:
             b_last = b[:, :, -1:]
             state = mm.accumulate(state * b_last.exp().transpose(2, 3), (kc * (b_last - b).exp()).transpose(2, 3), vc)
         return torch.cat(outputs, dim=2), state
-
-    @property
-    def grad_matmul(self) -> GradRowMatmul:
-        if getattr(self, "_grad_matmul", None) is None:
-            self._grad_matmul = GradRowMatmul(self.matmul)
-        return self._grad_matmul
 
     def cell_kernels(self, tokens: int) -> list[KernelWork]:
         return glr_cell_kernels(self.config, tokens, self.params["w_in"].element_size())

@@ -55,11 +55,7 @@ def analytic_simulate(
         )
     if len(set(graph.segment_tokens[:-1])) > 1 or graph.segment_tokens[-1] > graph.segment_tokens[0]:
         raise ScheduleError("closed forms need equal segments except a shorter last one: use the des engine")
-    if graph.num_layers != cost.workload.num_layers:
-        raise ScheduleError(
-            f"graph has {graph.num_layers} layers but the workload {cost.workload.name!r} has "
-            f"{cost.workload.num_layers}"
-        )
+    cost.require_layers(graph.num_layers)
     return _FORMS[scheduler](graph, cost, options or SchedulerOptions())
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from rmtsched.errors import ScheduleError
 from rmtsched.sched import Cell
 from rmtsched.sim.workload import Workload
 from rmtsched.specs.cost import KernelWork
@@ -54,6 +55,13 @@ class CostModel:
         self._matmul_peak = hardware.matmul_peak_flops_per_s(workload.dtype_bytes)
         self._kernels: dict[int, list[tuple[tuple[str, int], KernelWork]]] = {}
         self._steps: dict[StepKey, StepProfile] = {}
+
+    def require_layers(self, num_layers: int) -> None:
+        """Refuse (``ScheduleError``) a cell graph whose depth is not the workload's."""
+        if num_layers != self.workload.num_layers:
+            raise ScheduleError(
+                f"graph has {num_layers} layers but the workload {self.workload.name!r} has {self.workload.num_layers}"
+            )
 
     # -- kernels ---------------------------------------------------------------------------------
     def kernel_time_s(

@@ -42,11 +42,7 @@ def simulate(schedule: Schedule, graph: CellGraph, cost: CostModel, *, check: bo
     """Run ``schedule`` on ``graph`` through the event engine; ``check`` validates the schedule first."""
     if check:
         validate(schedule, graph)
-    if graph.num_layers != cost.workload.num_layers:
-        raise ScheduleError(
-            f"graph has {graph.num_layers} layers but the workload {cost.workload.name!r} has "
-            f"{cost.workload.num_layers}"
-        )
+    cost.require_layers(graph.num_layers)
     plan = _plan(schedule, graph, cost)
     run = _EventLoop(schedule, graph, cost, plan)
     run.env.run()

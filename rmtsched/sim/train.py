@@ -14,6 +14,8 @@ incoming memory state) until R rebuilds the rest.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +24,7 @@ from rmtsched.errors import ScheduleError
 from rmtsched.sched import Cell, Phase, TrainGraph, TrainSchedule, validate_train
 from rmtsched.sim.cost import CostModel
 from rmtsched.sim.memory import resident_bytes
+from rmtsched.specs.cost import KernelWork
 
 BACKWARD_FACTOR = 2.0
 
@@ -76,13 +79,15 @@ class TrainSimResult:
 
 
 def saved_bytes(cost: CostModel, tokens: int) -> float:
-    """Activations one cell keeps for its backward: every intermediate its kernels produce, once.
+    """Activations one cell keeps for its backward: every intermediate its kernels produce, once."""
+    return _intermediate_bytes(kernel for _, kernel in cost.kernels(tokens))
 
-    Each kernel's ``activation_bytes`` counts its inputs and outputs; an intermediate is the output of one
-    kernel and the input of the next, so half the sum counts each once (an estimate: autograd keeps
-    most, not all, of them).
-    """
-    return 0.5 * sum(kernel.activation_bytes for _, kernel in cost.kernels(tokens))
+
+def _intermediate_bytes(kernels: Iterable[KernelWork]) -> float:
+    """Each kernel's ``activation_bytes`` counts its inputs and outputs; an intermediate is the output of one
+    kernel and the input of the next, so half the sum counts each once (an estimate: autograd keeps most,
+    not all, of them)."""
+    return 0.5 * sum(kernel.activation_bytes for kernel in kernels)
 
 
 def loss_s(cost: CostModel, tokens: int) -> float:
@@ -98,7 +103,7 @@ def loss_s(cost: CostModel, tokens: int) -> float:
 def loss_saved_bytes(cost: CostModel, tokens: int) -> float:
     """What a segment's loss keeps for its backward, counted like ``saved_bytes`` (logits, log-probabilities)."""
     kernels = cost.workload.loss_kernels
-    return 0.0 if kernels is None else 0.5 * sum(kernel.activation_bytes for kernel in kernels(tokens))
+    return 0.0 if kernels is None else _intermediate_bytes(kernels(tokens))
 
 
 def checkpoint_bytes(cost: CostModel, tokens: int) -> float:
@@ -117,14 +122,11 @@ def simulate_train(
     """Time and memory of ``schedule`` (validated first unless ``check`` is False) under ``cost``."""
     if check:
         validate_train(schedule, graph)
-    if graph.num_layers != cost.workload.num_layers:
-        raise ScheduleError(
-            f"graph has {graph.num_layers} layers but the workload {cost.workload.name!r} has "
-            f"{cost.workload.num_layers}"
-        )
-    if not backward_factor > 0:
-        raise ScheduleError(f"backward_factor must be positive, got {backward_factor!r}")
+    cost.require_layers(graph.num_layers)
+    if not (math.isfinite(backward_factor) and backward_factor > 0):
+        raise ScheduleError(f"backward_factor must be positive, got {backward_factor!r} (expected a finite number > 0)")
     tokens = graph.forward.segment_tokens
+    loss_of = {count: loss_s(cost, count) for count in set(tokens)}
     recomputed = schedule.recomputed
     durations, held_during = [], []
     phase_s = {phase.value: 0.0 for phase in Phase}
@@ -132,7 +134,7 @@ def simulate_train(
     last = graph.num_layers - 1
     for step in schedule.steps:
         profile = cost.step_profile(step.cells, tokens)
-        work = profile.duration_s + sum(loss_s(cost, tokens[cell.segment]) for cell in step.cells if cell.layer == last)
+        work = profile.duration_s + sum(loss_of[tokens[cell.segment]] for cell in step.cells if cell.layer == last)
         duration = work * (backward_factor if step.phase is Phase.BACKWARD else 1.0)
         keeps = sum(_kept_bytes(cost, step.phase, cell, tokens, cell in recomputed) for cell in step.cells)
         # A forward or recompute step holds its outputs and working set; a backward step frees its cells'.

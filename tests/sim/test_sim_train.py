@@ -128,3 +128,10 @@ def test_each_segments_loss_is_costed_once_per_pass_on_its_last_layer_cell() -> 
     assert extra == pytest.approx(4 * per_segment * (1 + BACKWARD_FACTOR), rel=1e-9)
     lm_head = 2 * spec.segment_len * spec.d_model * spec.vocab_size  # the dominant GEMM
     assert per_segment > lm_head / hardware.matmul_peak_flops_per_s(spec.dtype_bytes)
+
+
+@pytest.mark.parametrize("factor", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_backward_factor_that_is_not_finite_and_positive_is_refused(factor: float) -> None:
+    graph, cost = synthetic(2, 3)
+    with pytest.raises(ScheduleError, match=r"backward_factor must be positive, got .* finite number > 0"):
+        simulate_train(make_train_schedule(graph, "sequential"), graph, cost, backward_factor=factor)

@@ -49,6 +49,7 @@ class StackedModel:
         self.device, self.dtype = embed.device, embed.dtype
         self.rope = RotaryCache(spec.head_dim, spec.rope_theta, self.dtype, self.device, spec.rope_scaling)
         self.matmul = RowMatmul(matmul)
+        self.grad_matmul = GradRowMatmul(self.matmul)  # the same GEMMs for autograd (training)
 
     # -- protocol attributes -----------------------------------------------------------------------
     @property
@@ -107,13 +108,6 @@ class StackedModel:
     def train_layer_params(self) -> tuple[str, ...]:
         return tuple(layer_param_names(self.spec))
 
-    @property
-    def grad_matmul(self) -> GradRowMatmul:
-        """``self.matmul`` for autograd (backward GEMMs row-exact too), made once."""
-        if getattr(self, "_grad_matmul", None) is None:
-            self._grad_matmul = GradRowMatmul(self.matmul)
-        return self._grad_matmul
-
     def train_logits(self, weights: Mapping[str, torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
         head = weights["embed"] if self.spec.tie_word_embeddings else weights["lm_head"]
         return self.grad_matmul.dense(self.final_norm(self.output_tokens(hidden), weights), head)  # [B, T, V]
@@ -133,10 +127,6 @@ class StackedModel:
         schedule, so logits are as schedule-independent as the outputs they come from.
         """
         return torch.nn.functional.linear(output, self.lm_head_weight)
-
-    def memory_tokens(self, batch_size: int) -> torch.Tensor:
-        """The learned memory embeddings ``[B, M, d]`` (a broadcast view, no copy)."""
-        return self.params["memory"].expand(batch_size, -1, -1)
 
     def init_state(self, batch_size: int) -> LayerState:
         return {}

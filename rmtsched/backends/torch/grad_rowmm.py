@@ -170,7 +170,6 @@ class GradRowMatmul:
 
     def __init__(self, matmul: RowMatmul):
         self.matmul = matmul
-        self.mode = matmul.mode
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return _Linear.apply(self.matmul, x, weight)

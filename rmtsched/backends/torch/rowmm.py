@@ -35,6 +35,7 @@ _PROBE_MAX_ELEMENTS = 1 << 26  # larger operands are not probed (their rows are 
 # grouped GEMM (CUDA, "auto" mode).
 FLAT, ROWS, ROWS_ONE_THREAD, GROUPED = "flat", "rows", "rows/1-thread", "grouped"
 _plans: dict[tuple, str] = {}
+_thread_verdicts: dict[tuple, bool] = {}  # per row layout, so every step width shares one probe
 _grouped_enabled = os.environ.get("RMTSCHED_GROUPED_GEMM", "1") != "0"
 
 
@@ -47,7 +48,6 @@ def set_grouped_gemm(enabled: bool) -> None:
     global _grouped_enabled
     _grouped_enabled = bool(enabled)
     _plans.clear()
-_thread_verdicts: dict[tuple, bool] = {}  # per row layout, so every step width shares one probe
 
 
 def aligned(t: torch.Tensor) -> torch.Tensor:
@@ -113,7 +113,7 @@ class RowMatmul:
         key = (name, self.mode, threads, operands[0].device.type, *(_layout(t) for t in operands))
         plan = _plans.get(key)
         if plan is None:
-            plan = _plans[key] = self._plan(name, threads, per_row, flat, operands)
+            plan = _plans[key] = self._plan(name, per_row, flat, operands)
         if plan == FLAT:
             return flat(*operands)
         if plan == GROUPED:
@@ -123,9 +123,7 @@ class RowMatmul:
                 return per_row(*operands)
         return per_row(*operands)
 
-    def _plan(
-        self, name: str, threads: int, per_row: Callable, flat: Callable, operands: tuple[torch.Tensor, ...]
-    ) -> str:
+    def _plan(self, name: str, per_row: Callable, flat: Callable, operands: tuple[torch.Tensor, ...]) -> str:
         if self.mode == "batched":
             return FLAT if len(operands[0]) > 1 else ROWS
         # Never depends on the width: a width-1 call must take the same kernel as a width-w one.
